@@ -1,0 +1,429 @@
+"""Experiment configuration: pydantic models, YAML loading, deep merge and ``--set`` overrides.
+
+A config is resolved in one direction only: the defaults of the pydantic models, then each file in
+an ``extends:`` chain, then the experiment file, then ``--set key=value`` overrides, deep-merged as
+plain dicts and validated once. Every error names the key path (``data.max_train_sample``) and the
+place it came from (a file or ``--set``), with a suggestion for misspelt keys.
+
+The ``model`` and ``strategy`` sections are discriminated unions on ``name``. Their member classes
+are registered by the modules that implement them (``MODELS`` / ``STRATEGIES`` registries), so adding
+an encoder or strategy never touches this file.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from texttune.errors import ConfigError
+from texttune.registry import Registry, suggest
+
+# Config classes of encoders and strategies are registered here by the modules that implement them.
+MODEL_CONFIGS: Registry[type] = Registry("model")
+STRATEGY_CONFIGS: Registry[type] = Registry("strategy")
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataChecksConfig(Section):
+    policy: Literal["warn", "drop", "fail"] = Field(
+        "warn",
+        description="What a failed data check does: warn (report and go on), drop (remove "
+        "duplicates, empty texts and test/validation items leaked into train) or fail (stop).",
+    )
+    max_imbalance_ratio: float = Field(
+        20.0, gt=1.0, description="Largest/smallest class count above which imbalance is flagged."
+    )
+    normalized: bool = Field(
+        True,
+        description="Also look for duplicates and overlap after normalising case, whitespace and "
+        "punctuation.",
+    )
+
+
+class DataConfig(Section):
+    dataset: str | None = Field(
+        "trec",
+        description="Built-in dataset name (texttune data list); ignored (null) when train_file is set.",
+    )
+    data_dir: Path | None = Field(
+        None,
+        description="Folder of prepared built-in datasets (<name>/{train,validation,test}.parquet + "
+        "labels.txt). Default: $TEXTTUNE_DATA_DIR, else ~/.cache/texttune/data.",
+    )
+    hub_fallback: bool = Field(
+        True,
+        description="Download a built-in dataset from the Hugging Face Hub when it is not in "
+        "data_dir (needs network).",
+    )
+    train_file: Path | None = Field(None, description="Your own training file (CSV, TSV, JSONL, Parquet).")
+    validation_file: Path | None = Field(None, description="Your own validation file.")
+    test_file: Path | None = Field(None, description="Your own test file.")
+    file_format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
+        "auto", description="Format of the data files; auto picks it from the file extension."
+    )
+    text_column: str = Field("text", description="Column holding the text.")
+    text_pair_column: str | None = Field(
+        None, description="Column holding the second text of a sentence pair (e.g. MRPC)."
+    )
+    label_column: str = Field("label", description="Column holding the label (string or integer).")
+    label_names: list[str] | None = Field(
+        None,
+        description="Label names in index order. Integer labels index into this list; string labels "
+        "must be in it. Default: labels.txt for built-ins, sorted distinct labels for your files.",
+    )
+    delimiter: str | None = Field(
+        None, description="Field separator of CSV/TSV files; default ',' for .csv and tab for .tsv."
+    )
+    validation_size: float | int | None = Field(
+        None,
+        gt=0,
+        description="Validation carved (stratified) from train when the dataset has none: a share "
+        "(0.1) or a row count (500). Default: the built-in's own (sst2: 872 rows), else 0.1.",
+    )
+    test_size: float | int | None = Field(
+        None,
+        ge=0,
+        description="Test carved (stratified) from train when the dataset has none: a share or a row "
+        "count; 0 = no test split. Default: the built-in's own (ag_news: 1600 rows), else 0.1.",
+    )
+    split_seed: int = Field(42, description="Seed of the carved splits and of the subsets.")
+    max_train_samples: int | None = Field(
+        None, gt=0, description="Stratified subset of the train split (after carving)."
+    )
+    max_validation_samples: int | None = Field(None, gt=0, description="Stratified subset of validation.")
+    max_test_samples: int | None = Field(None, gt=0, description="Stratified subset of test.")
+    checks: DataChecksConfig = Field(default_factory=DataChecksConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _files_replace_builtin(cls, data: Any) -> Any:
+        # Setting train_file means "my own data": the built-in default must not also apply.
+        if isinstance(data, dict) and data.get("train_file") is not None and "dataset" not in data:
+            data = {**data, "dataset": None}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.dataset is None and self.train_file is None:
+            raise ValueError("set either data.dataset (a built-in name) or data.train_file")
+        if self.dataset is not None and self.train_file is not None:
+            raise ValueError("set data.dataset or data.train_file, not both")
+        return self
+
+
+class ExperimentBase(Section):
+    """Fields every experiment has; model/strategy unions are added by ``experiment_class``."""
+
+    name: str = Field("experiment", description="Run name, used in the run directory name.")
+    seed: int = Field(42, description="Seed of model initialisation and data order.")
+    output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
+    data: DataConfig = Field(default_factory=DataConfig)
+
+
+def _union_of(registry: Registry[type], default: str) -> tuple[Any, Any] | None:
+    classes = tuple(registry.configs().values())
+    if not classes:
+        return None
+    annotation = Annotated[Union[classes], Field(discriminator="name")]  # noqa: UP007
+    factory = registry.config_class(default) if default in registry else classes[0]
+    return annotation, Field(default_factory=factory)
+
+
+@functools.cache
+def experiment_class() -> type[ExperimentBase]:
+    """The root config model, with ``model``/``strategy`` unions over the registered classes."""
+    import texttune.plugins  # noqa: F401  (registers encoders and strategies)
+
+    fields: dict[str, Any] = {}
+    for section, registry, default in (
+        ("model", MODEL_CONFIGS, "pretrained"),
+        ("strategy", STRATEGY_CONFIGS, "full"),
+    ):
+        union = _union_of(registry, default)
+        if union is not None:
+            fields[section] = union
+    return create_model("ExperimentConfig", __base__=ExperimentBase, **fields)
+
+
+# --------------------------------------------------------------------------- merging and overrides
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` into a copy of ``base``: dicts merge key by key, anything else replaces.
+
+    Changing a union's ``name`` (``model.name: cnn``) drops the keys of the old member, since they
+    belong to another class.
+    """
+    out = dict(base)
+    for key, value in override.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            if "name" in value and "name" in old and value["name"] != old["name"]:
+                out[key] = dict(value)
+            else:
+                out[key] = deep_merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-4"`` → (["train", "lr"], 0.0003). Values are parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set data.max_train_samples=500")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".")]
+    if not all(path):
+        raise ConfigError(f"--set {item}: empty key in '{key}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML 1.1 reads "3e-4" as a string; a user writing it means a number.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
+    return path, value
+
+
+def _nest(path: list[str], value: Any) -> dict[str, Any]:
+    out: Any = value
+    for key in reversed(path):
+        out = {key: out}
+    return out
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read one YAML mapping, naming the file (and line) in every error."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top, got {type(data).__name__}")
+    return data
+
+
+def _read_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Read a file and the chain its ``extends:`` names; returns the merged dict and key origins."""
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in seen:
+        raise ConfigError(f"{path}: 'extends' forms a cycle")
+    data = read_yaml(path)
+    parents = data.pop("extends", None) or []
+    if isinstance(parents, str):
+        parents = [parents]
+    merged: dict[str, Any] = {}
+    origins: dict[str, Path] = {}
+    for parent in parents:
+        parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
+        parent_data, parent_origins = _read_with_extends(parent_path, (*seen, resolved))
+        merged = deep_merge(merged, parent_data)
+        origins.update(parent_origins)
+    merged = deep_merge(merged, data)
+    for key_path in _leaf_paths(data):
+        origins[key_path] = path
+    return merged, origins
+
+
+def _leaf_paths(data: dict[str, Any], prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        paths.append(dotted)
+        if isinstance(value, dict):
+            paths.extend(_leaf_paths(value, dotted + "."))
+    return paths
+
+
+# --------------------------------------------------------------------------- error messages
+
+
+def _model_classes(annotation: Any) -> list[type[BaseModel]]:
+    """BaseModel classes inside an annotation (through Optional, Union, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    origin = typing.get_origin(annotation)
+    if origin is not None or isinstance(annotation, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found.extend(_model_classes(arg))
+    return found
+
+
+def _tag_of(cls: type[BaseModel]) -> Any:
+    field = cls.model_fields.get("name")
+    return field.default if field is not None else None
+
+
+def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], type[BaseModel] | None]:
+    """Follow a pydantic error location through the model classes.
+
+    Returns the location as the user wrote it (union tags removed) and the model class that holds
+    the last key, which gives the list of valid field names for a suggestion.
+    """
+    cls: type[BaseModel] | None = root
+    path: list[str] = []
+    parts = list(loc)
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        if cls is None or not isinstance(part, str) or part not in cls.model_fields:
+            path.extend(str(p) for p in parts[i:])
+            if i < len(parts) - 1:
+                cls = None
+            return path, cls
+        path.append(part)
+        if i == len(parts) - 1:
+            return path, cls
+        members = _model_classes(cls.model_fields[part].annotation)
+        cls = None
+        if len(members) == 1:
+            cls = members[0]
+        elif len(members) > 1 and i + 1 < len(parts):
+            by_tag = {_tag_of(m): m for m in members}
+            if parts[i + 1] in by_tag:  # pydantic puts the union tag into the location
+                cls = by_tag[parts[i + 1]]
+                i += 1
+        i += 1
+    return path, cls
+
+
+def _origin(dotted: str, origins: dict[str, str]) -> str:
+    probe = dotted
+    while probe:
+        if probe in origins:
+            return origins[probe]
+        probe = probe.rpartition(".")[0]
+    return "the defaults"
+
+
+def format_validation_error(
+    err: ValidationError, root: type[BaseModel], origins: dict[str, str]
+) -> str:
+    lines = []
+    for item in err.errors():
+        path, holder = _walk(root, tuple(item["loc"]))
+        dotted = ".".join(path) or "(top level)"
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            hint = suggest(path[-1], list(holder.model_fields)) if holder is not None else ""
+            message = f"unknown field{hint}"
+        elif kind == "union_tag_invalid":
+            message = f"unknown name {item['input']!r}; expected one of {item['ctx']['expected_tags']}"
+        elif kind == "union_tag_not_found":
+            message = "missing 'name' (which kind to use)"
+        else:
+            message = item["msg"]
+            if kind not in ("missing", "value_error") and not isinstance(item.get("input"), dict):
+                message += f" (got {item.get('input')!r})"
+            if message.startswith("Value error, "):
+                message = message[len("Value error, ") :]
+        lines.append(f"{dotted}: {message} in {_origin(dotted, origins)}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> ExperimentBase:
+    """Resolve defaults ← ``base`` ← file (with its ``extends``) ← ``--set`` overrides, then validate."""
+    merged: dict[str, Any] = dict(base or {})
+    origins: dict[str, str] = {}
+    if path is not None:
+        file_data, file_origins = _read_with_extends(Path(path))
+        merged = deep_merge(merged, file_data)
+        origins.update({k: str(v) for k, v in file_origins.items()})
+    for item in overrides:
+        key_path, value = parse_override(item)
+        merged = deep_merge(merged, _nest(key_path, value))
+        for i in range(1, len(key_path) + 1):
+            origins[".".join(key_path[:i])] = f"--set {item}"
+    return validate_config(merged, origins)
+
+
+def validate_config(data: dict[str, Any], origins: dict[str, str] | None = None) -> ExperimentBase:
+    cls = experiment_class()
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, cls, origins or {})) from None
+
+
+def config_to_dict(config: BaseModel) -> dict[str, Any]:
+    return config.model_dump(mode="json")
+
+
+def dump_yaml(config: BaseModel, comments: bool = True) -> str:
+    """The resolved config as YAML; with ``comments`` each key carries its field description."""
+    if not comments:
+        return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
+    lines: list[str] = []
+    _dump_model(config, 0, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _dump_model(model: BaseModel, indent: int, lines: list[str]) -> None:
+    pad = "  " * indent
+    for key, field in type(model).model_fields.items():
+        value = getattr(model, key)
+        note = f"  # {field.description}" if field.description else ""
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{key}:{note}")
+            _dump_model(value, indent + 1, lines)
+            continue
+        dumped = yaml.safe_dump(
+            {key: _jsonable(value)}, sort_keys=False, default_flow_style=True, width=10_000
+        ).strip()
+        if dumped.startswith("{") and dumped.endswith("}"):
+            dumped = dumped[1:-1]
+        lines.append(f"{pad}{dumped}{note}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("TEXTTUNE_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "texttune" / "data"

@@ -1,0 +1,1 @@
+"""Data layer: built-in datasets, the user's own files, splits, subsets and data checks."""

@@ -1,0 +1,1 @@
+"""Run records, plots, comparison tables and HTML reports."""

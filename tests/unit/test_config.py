@@ -1,0 +1,137 @@
+"""Config loading: deep merge, extends, --set overrides, and error messages naming key and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from texttune.config import deep_merge, dump_yaml, load_config, parse_override
+from texttune.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_deep_merge_merges_nested_dicts_and_replaces_leaves():
+    base = {"data": {"dataset": "trec", "checks": {"policy": "warn", "normalized": True}}, "seed": 1}
+    merged = deep_merge(base, {"data": {"checks": {"policy": "drop"}}, "seed": 2})
+    assert merged == {"data": {"dataset": "trec", "checks": {"policy": "drop", "normalized": True}}, "seed": 2}
+    assert base["data"]["checks"]["policy"] == "warn"  # the input is not mutated
+
+
+def test_deep_merge_drops_old_union_member_keys_when_name_changes():
+    merged = deep_merge({"model": {"name": "pretrained", "path": "minilm"}}, {"model": {"name": "cnn"}})
+    assert merged == {"model": {"name": "cnn"}}
+
+
+@pytest.mark.parametrize(
+    ("item", "path", "value"),
+    [
+        ("train.lr=3e-4", ["train", "lr"], 3e-4),
+        ("data.max_train_samples=500", ["data", "max_train_samples"], 500),
+        ("data.max_train_samples=null", ["data", "max_train_samples"], None),
+        ("data.label_names=[a, b]", ["data", "label_names"], ["a", "b"]),
+        ("data.hub_fallback=false", ["data", "hub_fallback"], False),
+        ("name=my run", ["name"], "my run"),
+    ],
+)
+def test_parse_override_converts_types(item, path, value):
+    assert parse_override(item) == (path, value)
+
+
+def test_parse_override_without_equals_is_an_error():
+    with pytest.raises(ConfigError, match="--set data.dataset: expected KEY=VALUE"):
+        parse_override("data.dataset")
+
+
+def test_file_extends_and_overrides_apply_in_order(tmp_path):
+    write(tmp_path / "base.yaml", "seed: 1\ndata:\n  dataset: imdb\n  split_seed: 7\n")
+    exp = write(tmp_path / "exp.yaml", "extends: base.yaml\nname: exp\ndata:\n  max_train_samples: 100\n")
+    config = load_config(exp, ["data.max_train_samples=50", "seed=3"])
+    assert (config.name, config.seed) == ("exp", 3)
+    assert (config.data.dataset, config.data.split_seed, config.data.max_train_samples) == ("imdb", 7, 50)
+    # Untouched keys keep their defaults.
+    assert config.data.checks.policy == "warn"
+
+
+def test_unknown_key_names_path_suggestion_and_file(tmp_path):
+    path = write(tmp_path / "x.yaml", "data:\n  dataset: trec\n  max_train_sample: 10\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"data.max_train_sample: unknown field (did you mean 'max_train_samples'?) in {path}"
+    )
+
+
+def test_unknown_key_from_set_names_the_override():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["data.checks.polcy=drop"])
+    assert "data.checks.polcy: unknown field (did you mean 'policy'?) in --set data.checks.polcy=drop" in str(info.value)
+
+
+def test_wrong_type_names_path_value_and_origin(tmp_path):
+    path = write(tmp_path / "x.yaml", "seed: many\ndata:\n  checks:\n    policy: warm\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert f"seed: Input should be a valid integer" in message and "(got 'many')" in message
+    assert f"data.checks.policy: Input should be 'warn', 'drop' or 'fail' (got 'warm') in {path}" in message
+
+
+def test_extends_key_origin_is_the_file_that_set_it(tmp_path):
+    write(tmp_path / "base.yaml", "data:\n  split_seed: abc\n")
+    exp = write(tmp_path / "exp.yaml", "extends: base.yaml\n")
+    with pytest.raises(ConfigError, match=rf"data.split_seed: .* in {tmp_path / 'base.yaml'}"):
+        load_config(exp)
+
+
+def test_yaml_syntax_error_gives_line(tmp_path):
+    path = write(tmp_path / "bad.yaml", "data:\n  dataset: trec\n  checks: {policy: warn\n")
+    with pytest.raises(ConfigError, match=rf"{path}: line \d+, column \d+: invalid YAML"):
+        load_config(path)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    path = write(tmp_path / "list.yaml", "- a\n- b\n")
+    with pytest.raises(ConfigError, match=rf"{path}: expected a mapping of keys at the top, got list"):
+        load_config(path)
+
+
+def test_missing_file_and_extends_cycle(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    write(tmp_path / "a.yaml", "extends: b.yaml\n")
+    write(tmp_path / "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="'extends' forms a cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_dataset_and_train_file_are_exclusive_but_train_file_replaces_default():
+    assert load_config(None, ["data.train_file=x.csv"]).data.dataset is None
+    with pytest.raises(ConfigError, match="set data.dataset or data.train_file, not both"):
+        load_config(None, ["data.train_file=x.csv", "data.dataset=imdb"])
+
+
+def test_range_constraints_are_enforced():
+    with pytest.raises(ConfigError, match="data.max_train_samples: Input should be greater than 0"):
+        load_config(None, ["data.max_train_samples=0"])
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_config_validates(path):
+    load_config(path)
+
+
+def test_shown_config_loads_back_to_the_same_config(tmp_path):
+    config = load_config(None, ["data.dataset=mrpc", "data.max_test_samples=10", "name=x"])
+    for comments in (True, False):
+        shown = write(tmp_path / f"shown-{comments}.yaml", dump_yaml(config, comments=comments))
+        assert load_config(shown) == config
+    assert "# Seed of the carved splits" in dump_yaml(config, comments=True)
+    assert yaml.safe_load(dump_yaml(config, comments=False))["data"]["dataset"] == "mrpc"
