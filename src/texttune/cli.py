@@ -171,7 +171,7 @@ def data_check(
     report.write_json(path)
     out.print(f"report saved to {path}")
     _, dropped = apply_policy(ds, report, cfg.checks)  # raises under 'fail' or on unusable labels
-    if any(dropped.values()):
+    if any(counts.get("total", 0) for counts in dropped.values()):
         out.print(f"policy 'drop' would remove: {json.dumps(dropped)}")
 
 

@@ -123,6 +123,51 @@ class DataConfig(Section):
         return self
 
 
+class TrainConfig(Section):
+    epochs: float = Field(3.0, gt=0, description="Passes over the training split (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Optimizer steps to train for; overrides epochs.")
+    per_device_batch_size: int = Field(16, gt=0, description="Training examples per forward pass.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Forward passes per optimizer step.")
+    eval_batch_size: int = Field(64, gt=0, description="Examples per forward pass in evaluation.")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(
+        0.01, ge=0, description="AdamW weight decay; never applied to biases and LayerNorm weights."
+    )
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of the steps spent warming up.")
+    warmup_steps: int | None = Field(None, ge=0, description="Warmup steps; overrides warmup_ratio.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping norm (null = off).")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
+    class_weights: Literal["auto"] | list[float] | None = Field(
+        None, description="Loss weights per class: auto (inverse frequency in train) or a list."
+    )
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on a GPU that supports it, fp32 on CPU."
+    )
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length together (less padding, same randomness)."
+    )
+    eval_every_steps: int | None = Field(
+        None, gt=0, description="Evaluate on validation every N optimizer steps; default: every epoch."
+    )
+    log_every_steps: int = Field(10, gt=0, description="Steps between training log lines.")
+    metric: str = Field("accuracy", description="Validation metric for early stopping and the best checkpoint.")
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop after this many evaluations without improvement (null = never)."
+    )
+    calibrate: bool = Field(
+        True, description="Fit temperature scaling on validation and report calibrated metrics too."
+    )
+    save_checkpoints: bool = Field(
+        True, description="Save resumable state at every evaluation (needed for --resume)."
+    )
+    num_threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: all cores.")
+
+
 class ExperimentBase(Section):
     """Fields every experiment has; model/strategy unions are added by ``experiment_class``."""
 
@@ -130,6 +175,7 @@ class ExperimentBase(Section):
     seed: int = Field(42, description="Seed of model initialisation and data order.")
     output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
     data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 def _union_of(registry: Registry[type], default: str) -> tuple[Any, Any] | None:

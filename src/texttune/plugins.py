@@ -1,9 +1,11 @@
 """Imports every module that registers an encoder, a strategy or a dataset.
 
-Registration happens at import time (``@STRATEGIES.register``); importing this module makes the
+Registration happens at import time (``@register(...)``); importing this module makes the
 registries complete. Adding a strategy = one file + one line here.
 """
 
 from __future__ import annotations
 
 import texttune.data.builtin  # noqa: F401
+import texttune.models.pretrained  # noqa: F401
+import texttune.strategies.full  # noqa: F401

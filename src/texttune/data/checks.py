@@ -165,7 +165,15 @@ def _texts(df: pd.DataFrame, column: str) -> pd.Series:
     """A column as strings with a fresh 0..n-1 index; missing values (or column) become ""."""
     if column not in df.columns:
         return pd.Series([""] * len(df), dtype=object)
-    return df[column].fillna("").astype(str).reset_index(drop=True)
+    # Object dtype, not pandas' Arrow-backed str: lone surrogates cannot be stored in Arrow strings.
+    values = df[column].to_numpy(dtype=object)
+    return pd.Series([_as_text(v) for v in values], dtype=object)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return "" if pd.isna(value) else str(value)
 
 
 def _is_blank(values: pd.Series) -> np.ndarray:
@@ -212,7 +220,7 @@ def _key_ids(ds: TextDataset, normalize: bool) -> dict[str, np.ndarray]:
 
 
 def _finding(
-    check: str, split: str, severity: Severity, count: int, message: str,
+    check: str, split: str, severity: Severity, count: int | np.integer, message: str,
     df: pd.DataFrame, mask: np.ndarray | None = None, example_repr: bool = False,
 ) -> Finding:
     """A finding whose rows and examples are the first rows of ``df`` selected by ``mask``."""
@@ -220,7 +228,7 @@ def _finding(
     rows = [int(i) for i in picked.index[:MAX_ROWS]]
     examples: list[str] = []
     for text in _row_texts(picked.head(MAX_ROWS * 5)):
-        text = repr(text) if example_repr else _shorten(text)
+        text = _shorten(repr(text) if example_repr else text)
         if text not in examples and len(examples) < MAX_EXAMPLES:
             examples.append(text)
     return Finding(check, split, severity, int(count), message, rows, examples)
@@ -309,7 +317,7 @@ def _names(names: list[str], limit: int = 10) -> str:
 def _raw_values(df: pd.DataFrame, mask: np.ndarray, limit: int = 5) -> str:
     if "label_raw" not in df.columns:
         return ""
-    values = pd.unique(df.loc[mask, "label_raw"].astype(str))
+    values = pd.unique(pd.Series([str(v) for v in df.loc[mask, "label_raw"]], dtype=object))
     shown = ", ".join(repr(v) for v in values[:limit])
     return f"; values: {shown}{', …' if len(values) > limit else ''}"
 
@@ -432,7 +440,7 @@ def apply_policy(
     model can train on them.
     """
     if cfg.policy == "drop":
-        return _drop(ds, cfg)
+        return _drop(ds, cfg)  # from the data, not the report: findings list only the first rows
     problems = report.errors if cfg.policy == "warn" else report.errors + report.warnings
     if problems:
         raise DataCheckError(_failure_message(ds, problems, cfg.policy))

@@ -68,19 +68,21 @@ def _decode(path: Path) -> str:
         # utf-8-sig: a UTF-8 byte-order mark (written by Excel and Notepad) is accepted and removed.
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        bad = raw[err.start : err.start + 4]
+        # The utf-8-sig decoder counts positions after the BOM it removed.
+        start = err.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        line = raw[:start].count(b"\n") + 1
+        bad = raw[start : start + 1]
         raise DataError(
-            f"{path}: not valid UTF-8: byte {bad[:1]!r} at line {line} (byte offset {err.start}); "
+            f"{path}: not valid UTF-8: byte {bad!r} at line {line} (byte offset {start}); "
             "re-save the file as UTF-8"
         ) from None
 
 
 def _read_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
     try:
-        df = pd.read_csv(
-            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, quoting=csv.QUOTE_MINIMAL
-        )
+        # Tab-separated files (GLUE, TREC dumps) quote nothing: a '"' is part of the text there.
+        quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, quoting=quoting)
     except pd.errors.ParserError as err:
         # pandas says e.g. "Error tokenizing data. C error: Expected 2 fields in line 5, saw 3"
         detail = str(err).split("error:")[-1].strip()
@@ -105,7 +107,9 @@ def _sep_name(sep: str) -> str:
 
 def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
     records: list[dict[str, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split("\n"), not splitlines(): JSON strings may hold U+2028/U+2029/U+0085 raw, which
+    # splitlines() would treat as line breaks.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -218,10 +222,11 @@ def encode_labels(values: pd.Series, label_names: list[str]) -> pd.Series:
     def encode(value: Any) -> int:
         if is_missing(value):
             return MISSING_LABEL
-        key = str(value).strip()
+        number = _as_int(value)
+        # An integral float (1.0: integer labels with a null read as floats) names "1", not "1.0".
+        key = str(number) if isinstance(value, float) and number is not None else str(value).strip()
         if key in index:
             return index[key]
-        number = _as_int(value)
         if number is not None and 0 <= number < len(label_names):
             return number
         return UNKNOWN_LABEL

@@ -1,0 +1,169 @@
+"""Tokenize once, cache by fingerprint, batch with dynamic padding and length grouping.
+
+Token ids are stored flat (one int32 array + offsets per split), so a cached split loads with
+``np.load(allow_pickle=False)`` in milliseconds and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+TOKENIZE_CHUNK = 2048  # texts per tokenizer call: the fast tokenizer parallelises inside a call
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TEXTTUNE_CACHE_DIR", Path.home() / ".cache" / "texttune")) / "tokenized"
+
+
+def frame_fingerprint(df: pd.DataFrame) -> str:
+    """A hash of a split's content (texts, pairs, labels, row order)."""
+    digest = hashlib.sha256()
+    for column in ("text", "text_pair", "label"):
+        if column in df.columns:
+            values = pd.util.hash_pandas_object(df[column], index=False).to_numpy()
+            digest.update(column.encode())
+            digest.update(values.tobytes())
+    return digest.hexdigest()[:20]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    state = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(state.encode()).hexdigest()[:20]
+
+
+@dataclass
+class Encoded:
+    """A tokenized split: flat token ids with offsets; labels; the source row ids."""
+
+    ids: np.ndarray  # (total_tokens,) int32
+    type_ids: np.ndarray | None  # (total_tokens,) int8, for sentence pairs
+    offsets: np.ndarray  # (N + 1,) int64
+    labels: np.ndarray  # (N,) int64
+    rows: np.ndarray  # (N,) int64 source row numbers
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def save(self, path: Path) -> None:
+        arrays = {"ids": self.ids, "offsets": self.offsets, "labels": self.labels, "rows": self.rows}
+        if self.type_ids is not None:
+            arrays["type_ids"] = self.type_ids
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Encoded:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(
+                ids=data["ids"], type_ids=data["type_ids"] if "type_ids" in data else None,
+                offsets=data["offsets"], labels=data["labels"], rows=data["rows"],
+            )
+
+
+def encode_frame(df: pd.DataFrame, tokenizer, max_length: int) -> Encoded:
+    texts = df["text"].tolist()
+    pairs = df["text_pair"].tolist() if "text_pair" in df.columns else None
+    ids: list[list[int]] = []
+    type_ids: list[list[int]] = []
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        args = [texts[start : start + TOKENIZE_CHUNK]]
+        if pairs is not None:
+            args.append(pairs[start : start + TOKENIZE_CHUNK])
+        out = tokenizer(*args, truncation=True, max_length=max_length, return_attention_mask=False,
+                        return_token_type_ids=pairs is not None)
+        ids.extend(out["input_ids"])
+        if pairs is not None:
+            type_ids.extend(out["token_type_ids"])
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    flat = np.fromiter((t for seq in ids for t in seq), dtype=np.int32, count=int(offsets[-1]))
+    flat_types = (
+        np.fromiter((t for seq in type_ids for t in seq), dtype=np.int8, count=int(offsets[-1]))
+        if pairs is not None else None
+    )
+    labels = df["label"].to_numpy(dtype=np.int64) if "label" in df.columns else np.zeros(len(df), np.int64)
+    return Encoded(flat, flat_types, offsets, labels, df.index.to_numpy(dtype=np.int64))
+
+
+def encode_cached(df: pd.DataFrame, tokenizer, max_length: int, use_cache: bool = True) -> tuple[Encoded, bool]:
+    """Tokenize a split, or load it from the cache. Returns (encoded, was_cached)."""
+    key = f"{frame_fingerprint(df)}-{tokenizer_fingerprint(tokenizer)}-{max_length}"
+    path = cache_dir() / f"{key}.npz"
+    if use_cache and path.is_file():
+        try:
+            return Encoded.load(path), True
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is rebuilt below
+    encoded = encode_frame(df, tokenizer, max_length)
+    if use_cache:
+        encoded.save(path)
+    return encoded, False
+
+
+def collate(encoded: Encoded, indices: np.ndarray | list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad one batch to its own longest example (dynamic padding)."""
+    starts, ends = encoded.offsets[indices], encoded.offsets[np.asarray(indices) + 1]
+    width = int((ends - starts).max())
+    ids = np.full((len(starts), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(starts), width), dtype=np.int64)
+    types = np.zeros((len(starts), width), dtype=np.int64) if encoded.type_ids is not None else None
+    for row, (start, end) in enumerate(zip(starts, ends)):
+        n = end - start
+        ids[row, :n] = encoded.ids[start:end]
+        mask[row, :n] = 1
+        if types is not None:
+            types[row, :n] = encoded.type_ids[start:end]
+    batch = {
+        "input_ids": torch.from_numpy(ids),
+        "attention_mask": torch.from_numpy(mask),
+        "labels": torch.from_numpy(encoded.labels[indices]),
+    }
+    if types is not None:
+        batch["token_type_ids"] = torch.from_numpy(types)
+    return batch
+
+
+def epoch_batches(
+    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool
+) -> list[np.ndarray]:
+    """The training batches of one epoch, a pure function of (seed, epoch): resumable.
+
+    With ``group_by_length`` the shuffled order is cut into mega-batches of 50 batches, each sorted
+    by length and cut into batches, and the batches are shuffled again: batches hold examples of
+    similar length (little padding) while the data order stays random (as transformers'
+    LengthGroupedSampler does). The longest batch goes first so out-of-memory shows up at once.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    mega = batch_size * 50
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), mega):
+        chunk = order[start : start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    longest = int(np.argmax([lengths[b].max() for b in batches]))
+    first = batches.pop(longest)
+    rest = [batches[i] for i in rng.permutation(len(batches))]
+    return [first, *rest]
+
+
+def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Evaluation batches sorted by length (order does not matter for metrics; padding does)."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -1,0 +1,1 @@
+"""Evaluation: streaming classification metrics (``metrics``) and calibration (``calibration``)."""

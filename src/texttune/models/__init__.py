@@ -1,0 +1,1 @@
+"""Encoders and heads. Every classifier is ``TexttuneForSequenceClassification(encoder, head)``."""

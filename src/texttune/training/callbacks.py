@@ -1,0 +1,75 @@
+"""Side work of the loop (progress display, log lines): kept out of the loop itself."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class Callback:
+    """Hooks the loop calls; each receives the trainer so it can read its state."""
+
+    def on_train_begin(self, trainer: Any) -> None: ...
+    def on_step_end(self, trainer: Any) -> None: ...
+    def on_log(self, trainer: Any, record: dict[str, Any]) -> None: ...
+    def on_evaluate(self, trainer: Any, record: dict[str, Any]) -> None: ...
+    def on_train_end(self, trainer: Any) -> None: ...
+
+
+class ProgressCallback(Callback):
+    """A progress bar (loss, lr, samples/s, ETA) on a terminal; plain log lines otherwise."""
+
+    def __init__(self, console: Console | None = None, force_plain: bool | None = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False)
+        self.plain = force_plain if force_plain is not None else not sys.stderr.isatty()
+        self.progress: Progress | None = None
+        self.task = None
+        self.start = time.perf_counter()
+
+    def on_train_begin(self, trainer: Any) -> None:
+        self.start = time.perf_counter()
+        if self.plain:
+            self.console.print(f"training: {trainer.total_steps} steps, {len(trainer.train_data):,} examples")
+            return
+        self.progress = Progress(
+            TextColumn("[bold]train[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console, transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=trainer.total_steps,
+                                           completed=trainer.state.global_step, info="")
+
+    def on_step_end(self, trainer: Any) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=trainer.state.global_step)
+
+    def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
+        info = (f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+                f"{record['samples_per_s']:.1f} samples/s")
+        if self.progress is not None:
+            self.progress.update(self.task, info=info)
+        else:
+            eta = self._eta(trainer)
+            self.console.print(f"step {record['step']}/{trainer.total_steps}  epoch {record['epoch']:.2f}  "
+                               f"{info}  eta {eta}")
+
+    def on_evaluate(self, trainer: Any, record: dict[str, Any]) -> None:
+        metric = trainer.cfg.metric
+        line = (f"eval step {record['step']}: loss {record['loss']:.4f}  accuracy {record['accuracy']:.4f}  "
+                f"f1_macro {record['f1_macro']:.4f}" + (f"  ({metric} {record[metric]:.4f})"
+                                                        if metric not in ("accuracy", "f1_macro", "loss") else ""))
+        (self.progress.console if self.progress is not None else self.console).print(line)
+
+    def on_train_end(self, trainer: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def _eta(self, trainer: Any) -> str:
+        done = max(trainer.state.global_step - trainer.start_step, 1)
+        left = trainer.total_steps - trainer.state.global_step
+        seconds = (time.perf_counter() - self.start) / done * left
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"

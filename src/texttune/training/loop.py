@@ -1,0 +1,297 @@
+"""The single training loop every model × strategy goes through, so comparisons are fair.
+
+Read ``Trainer.fit`` top to bottom: fetch batch → forward → backward (accumulate) → clip → step →
+schedule → log → evaluate / checkpoint / early-stop. Accelerate places the model and batches on the
+device and runs mixed precision; the position in the data is a pure function of (seed, epoch, batch)
+so a run saved at an evaluation resumes exactly where it was (see ``checkpoint.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from texttune.config import TrainConfig
+from texttune.data.tokenize import Encoded, collate, epoch_batches
+from texttune.evaluation.evaluate import evaluate
+from texttune.evaluation.metrics import is_better
+from texttune.training.callbacks import Callback
+from texttune.training.checkpoint import (
+    load_model_weights,
+    load_training_state,
+    save_model_weights,
+    save_training_state,
+)
+from texttune.training.optim import build_optimizer, build_scheduler, total_steps
+
+
+@dataclass
+class LoopState:
+    """Where training is; saved with every checkpoint (JSON)."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of `epoch` already consumed
+    samples_seen: int = 0
+    train_time_s: float = 0.0
+    best_value: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    stopped_early: bool = False
+    last_eval_step: int = -1
+
+
+def mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def class_weight_tensor(cfg: TrainConfig, labels: np.ndarray, num_labels: int) -> torch.Tensor | None:
+    if cfg.class_weights is None:
+        return None
+    if cfg.class_weights == "auto":
+        counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
+        weights = len(labels) / (num_labels * np.maximum(counts, 1.0))  # inverse frequency, mean ≈ 1
+        return torch.tensor(weights, dtype=torch.float32)
+    if len(cfg.class_weights) != num_labels:
+        raise ValueError(f"train.class_weights has {len(cfg.class_weights)} values for {num_labels} labels")
+    return torch.tensor(cfg.class_weights, dtype=torch.float32)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: Encoded,
+        validation_data: Encoded | None,
+        cfg: TrainConfig,
+        *,
+        run_dir: Path,
+        pad_id: int,
+        label_names: list[str],
+        seed: int,
+        head_lr: float | None = None,
+        callbacks: list[Callback] | tuple[Callback, ...] = (),
+    ) -> None:
+        self.cfg, self.run_dir, self.pad_id, self.seed = cfg, Path(run_dir), pad_id, seed
+        self.train_data, self.validation_data, self.label_names = train_data, validation_data, label_names
+        self.callbacks = list(callbacks)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.accelerator = Accelerator(mixed_precision=mixed_precision(cfg.mixed_precision))
+        self.batches_per_epoch = math.ceil(len(train_data) / cfg.per_device_batch_size)
+        self.total_steps = total_steps(cfg, self.batches_per_epoch)
+        optimizer = build_optimizer(model, cfg, head_lr)
+        self.scheduler = build_scheduler(optimizer, cfg, self.total_steps)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        weights = class_weight_tensor(cfg, train_data.labels, len(label_names))
+        self.loss_fn = nn.CrossEntropyLoss(
+            weight=weights.to(self.accelerator.device) if weights is not None else None,
+            label_smoothing=cfg.label_smoothing,
+        )
+        self.state = LoopState()
+        self.start_step = 0
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, resume: bool = False) -> LoopState:
+        if resume:
+            self._resume()
+        self.start_step = self.state.global_step
+        self._call("on_train_begin")
+        window = _Window()
+        pending = 0  # micro-batches accumulated since the last optimizer step
+        self.model.train()
+        try:
+            while not self._done():
+                batches = epoch_batches(self.train_data.lengths, self.cfg.per_device_batch_size,
+                                        self.seed, self.state.epoch, self.cfg.group_by_length)
+                while self.state.batch_in_epoch < len(batches) and not self._done():
+                    tic = time.perf_counter()
+                    batch = self._fetch(batches[self.state.batch_in_epoch])  # fetch batch
+                    loss = self._forward(batch)  # forward
+                    self.accelerator.backward(loss / self.cfg.gradient_accumulation_steps)  # backward
+                    pending += 1
+                    self.state.batch_in_epoch += 1
+                    last_of_epoch = self.state.batch_in_epoch == len(batches)
+                    window.add(loss, len(batch["labels"]))
+                    if pending == self.cfg.gradient_accumulation_steps or last_of_epoch:
+                        grad_norm = self._step()  # clip → step → schedule
+                        pending = 0
+                        window.grad_norm = grad_norm
+                    self.state.train_time_s += time.perf_counter() - tic
+                    if pending == 0:
+                        self._after_step(window, epoch_end=last_of_epoch)  # log → eval/ckpt/stop
+                if self.state.batch_in_epoch >= len(batches):
+                    self.state.epoch += 1
+                    self.state.batch_in_epoch = 0
+            if self.state.last_eval_step != self.state.global_step and not self.state.stopped_early:
+                self._evaluate_and_checkpoint()
+        finally:
+            self._call("on_train_end")
+        self._restore_best()
+        return self.state
+
+    def _done(self) -> bool:
+        return self.state.global_step >= self.total_steps or self.state.stopped_early
+
+    def _fetch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = collate(self.train_data, indices, self.pad_id)
+        return {k: v.to(self.accelerator.device, non_blocking=True) for k, v in batch.items()}
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        labels = batch.pop("labels")
+        with self.accelerator.autocast():
+            logits = self.model(**batch).logits
+        return self.loss_fn(logits.float(), labels)
+
+    def _step(self) -> float | None:
+        grad_norm = None
+        if self.cfg.max_grad_norm is not None:
+            grad_norm = self.accelerator.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], self.cfg.max_grad_norm
+            )
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.global_step += 1
+        return grad_norm
+
+    def _after_step(self, window: _Window, epoch_end: bool) -> None:
+        step = self.state.global_step
+        self._call("on_step_end")
+        if step % self.cfg.log_every_steps == 0 or step == self.total_steps:
+            self._log(window)
+        every = self.cfg.eval_every_steps
+        if (every is not None and step % every == 0) or (every is None and epoch_end) or step == self.total_steps:
+            tic = time.perf_counter()
+            self._evaluate_and_checkpoint()
+            window.start += time.perf_counter() - tic  # throughput counts training time only
+
+    def _log(self, window: _Window) -> None:
+        record = {
+            "type": "train", "step": self.state.global_step, "epoch": self._epoch_float(),
+            "loss": window.mean_loss(), "lr": self.scheduler.get_last_lr()[0],
+            "grad_norm": window.grad_norm_value(), "samples_per_s": window.throughput(),
+            "elapsed_s": round(self.state.train_time_s, 3),
+        }
+        self._write(record)
+        self._call("on_log", record)
+        window.reset()
+
+    def _epoch_float(self) -> float:
+        return round(self.state.epoch + self.state.batch_in_epoch / self.batches_per_epoch, 4)
+
+    # ------------------------------------------------------------------ evaluation and checkpoints
+
+    def _evaluate_and_checkpoint(self) -> None:
+        self.state.last_eval_step = self.state.global_step
+        if self.validation_data is None or len(self.validation_data) == 0:
+            self._save_checkpoint(improved=True)
+            return
+        metrics, _ = evaluate(self.model, self.validation_data, self.label_names, self.pad_id,
+                              self.cfg.eval_batch_size, self.accelerator)
+        self.model.train()
+        record = {"type": "eval", "split": "validation", "step": self.state.global_step,
+                  "epoch": self._epoch_float(), **_scalars(metrics)}
+        self._write(record)
+        self._call("on_evaluate", record)
+        value = metrics[self.cfg.metric]
+        improved = self.state.best_value is None or is_better(self.cfg.metric, value, self.state.best_value)
+        if improved:
+            self.state.best_value, self.state.best_step = value, self.state.global_step
+            self.state.evals_without_improvement = 0
+        else:
+            self.state.evals_without_improvement += 1
+            patience = self.cfg.early_stopping_patience
+            if patience is not None and self.state.evals_without_improvement >= patience:
+                self.state.stopped_early = True
+        self._save_checkpoint(improved)
+
+    def _save_checkpoint(self, improved: bool) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        if improved:
+            (self.checkpoint_dir / "best").mkdir(parents=True, exist_ok=True)
+            save_model_weights(model, self.checkpoint_dir / "best" / "model.safetensors")
+        if self.cfg.save_checkpoints:
+            save_training_state(self.checkpoint_dir / "last", model, self.optimizer, self.scheduler,
+                                {"loop": asdict(self.state)})
+
+    def _resume(self) -> None:
+        folder = self.checkpoint_dir / "last"
+        model = self.accelerator.unwrap_model(self.model)
+        trainer = load_training_state(folder, model, self.optimizer, self.scheduler)
+        self.state = LoopState(**trainer["loop"])
+        self._truncate_metrics(self.state.global_step)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop records written after the checkpoint: the resumed run writes them again."""
+        if not self.metrics_path.is_file():
+            return
+        kept = [line for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def _restore_best(self) -> None:
+        best = self.checkpoint_dir / "best" / "model.safetensors"
+        if best.is_file():
+            load_model_weights(self.accelerator.unwrap_model(self.model), best)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.metrics_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class _Window:
+    """Running loss and throughput between two log lines. Reading the loss syncs the device, so
+    losses are kept as tensors and summed only when a line is written."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.losses: list[torch.Tensor] = []
+        self.samples = 0
+        self.start = time.perf_counter()
+        self.grad_norm: Any = None
+
+    def add(self, loss: torch.Tensor, n: int) -> None:
+        self.losses.append(loss.detach())
+        self.samples += n
+
+    def mean_loss(self) -> float:
+        return float(torch.stack(self.losses).mean()) if self.losses else float("nan")
+
+    def grad_norm_value(self) -> float | None:
+        return float(self.grad_norm) if self.grad_norm is not None else None
+
+    def throughput(self) -> float:
+        return round(self.samples / max(time.perf_counter() - self.start, 1e-9), 3)

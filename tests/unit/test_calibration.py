@@ -1,0 +1,83 @@
+"""Temperature scaling and expected calibration error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from texttune.evaluation.calibration import (
+    MIN_TEMPERATURE,
+    bin_statistics,
+    expected_calibration_error,
+    fit_temperature,
+)
+
+
+def test_ece_on_hand_example():
+    # Confidences .9 (right), .7 (wrong), .55 (right), .75 (right) in five bins (lo, hi]:
+    # (|1 - .9| + |1 - (.7 + .75)| + |1 - .55|) / 4 = (.1 + .45 + .45) / 4
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.55, 0.45], [0.25, 0.75]])
+    labels = np.array([0, 0, 0, 1])
+    assert expected_calibration_error(probs, labels, n_bins=5) == pytest.approx(0.25, rel=1e-12)
+    assert expected_calibration_error(torch.tensor(probs), torch.tensor(labels), n_bins=5) == \
+        pytest.approx(0.25, rel=1e-12)
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy():
+    # Four examples at confidence .75, three of them right.
+    probs = np.array([[0.75, 0.25]] * 4)
+    assert expected_calibration_error(probs, np.array([0, 0, 0, 1])) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_bins_are_closed_on_the_right():
+    count, conf_sum, correct_sum = bin_statistics(np.array([0.5, 1.0, 0.51]), np.array([True, False, True]), 2)
+    assert count.tolist() == [1, 2]  # 0.5 -> (0, .5]; 1.0 and .51 -> (.5, 1]
+    assert conf_sum.tolist() == pytest.approx([0.5, 1.51])
+    assert correct_sum.tolist() == [1.0, 1.0]
+
+
+def calibrated_data(seed: int, n: int = 4000, num_labels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (n, C) and labels (n,) drawn from softmax(logits): calibrated by construction."""
+    g = torch.Generator().manual_seed(seed)
+    logits = 1.5 * torch.randn(n, num_labels, generator=g, dtype=torch.float64)  # (n, C)
+    labels = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=g).squeeze(1)  # (n,)
+    return logits, labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_overconfident_logits_get_temperature_near_three(seed):
+    true_logits, labels = calibrated_data(seed)
+    logits = true_logits * 3
+    temperature = fit_temperature(logits, labels)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    assert F.cross_entropy(logits / temperature, labels) < F.cross_entropy(logits, labels)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_calibrated_and_underconfident_logits(seed):
+    logits, labels = calibrated_data(seed)
+    assert fit_temperature(logits, labels) == pytest.approx(1.0, rel=0.1)
+    assert fit_temperature(logits / 2, labels) == pytest.approx(0.5, rel=0.1)
+
+
+def test_fit_is_deterministic_and_accepts_float32():
+    logits, labels = calibrated_data(3, n=500)
+    first = fit_temperature(logits.float() * 2, labels)
+    assert first == fit_temperature(logits.float() * 2, labels)
+
+
+def test_separable_data_stays_finite():
+    # Every example right by a wide margin: the NLL keeps falling as T -> 0, so the bound holds it.
+    logits = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(10, 1)
+    labels = torch.tensor([0, 1]).repeat(10)
+    temperature = fit_temperature(logits, labels)
+    assert MIN_TEMPERATURE <= temperature < 1.0
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="expected logits"):
+        fit_temperature(torch.zeros(3, 2), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="expected probs"):
+        expected_calibration_error(np.zeros(3), np.zeros(3))
