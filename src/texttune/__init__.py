@@ -2,4 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def load(path: str | Path, device: str | None = None) -> Any:
+    """Load a trained run (``RUN_DIR`` or ``RUN_DIR/model``): ``texttune.load(d).predict(["..."])``."""
+    from texttune.evaluation.predict import load as _load
+
+    return _load(path, device)
+
+
+def run(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), **kwargs: Any) -> Any:
+    """Train and evaluate one experiment from a config file (+ ``--set``-style overrides)."""
+    from texttune.config import load_config
+    from texttune.experiment import run_experiment
+
+    return run_experiment(load_config(config, list(overrides)), **kwargs)

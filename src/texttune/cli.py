@@ -175,6 +175,120 @@ def data_check(
         out.print(f"policy 'drop' would remove: {json.dumps(dropped)}")
 
 
+# --------------------------------------------------------------------------- training and using models
+
+
+@app.command()
+def run(
+    config: Annotated[Optional[Path], typer.Argument(help="Experiment YAML (omit for the defaults).")] = None,
+    set_: SetOption = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run directory.")] = None,
+) -> None:
+    """Train, evaluate and record one experiment in a new run directory."""
+    from texttune.config import load_config
+    from texttune.experiment import run_experiment
+
+    if resume is not None and (config is not None or set_):
+        raise TexttuneError("--resume continues a run with its saved config; give no CONFIG or --set")
+    try:
+        if resume is not None:
+            result = run_experiment(resume=resume)
+        else:
+            result = run_experiment(load_config(config, set_ or []))
+    except KeyboardInterrupt:
+        err.print("interrupted; continue with: texttune run --resume RUN_DIR (the run directory printed above)")
+        raise typer.Exit(130) from None
+    _print_result(result)
+
+
+def _print_result(result) -> None:
+    metrics = result.metrics
+    table = Table(title=f"Run {result.run_dir}")
+    for column in ("split", "accuracy", "f1_macro", "log_loss", "ece"):
+        table.add_column(column)
+    for split in ("validation", "test"):
+        if split in metrics:
+            m = metrics[split]
+            table.add_row(split, *(f"{m[k]:.4f}" for k in ("accuracy", "f1_macro", "log_loss", "ece")))
+    out.print(table)
+    params = metrics["params"]
+    out.print(f"trainable {params['trainable']:,} / {params['total']:,} parameters ({params['trainable_pct']:.2f}%), "
+              f"{metrics['train_samples_per_s']:.1f} train samples/s, wall {metrics['wall_time_s']:.1f} s, "
+              f"peak memory {metrics['peak_memory_mb']:.0f} MB")
+    out.print(f"report: {result.run_dir / 'report.html'}")
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (or its model/ folder).")],
+    text: Annotated[Optional[list[str]], typer.Option("--text", "-t", help="A text to classify (repeatable).")] = None,
+    text_pair: Annotated[Optional[list[str]], typer.Option(help="Second text of a pair (repeatable, one per --text).")] = None,
+    input_file: Annotated[Optional[Path], typer.Option("--input", "-i", help="CSV/TSV/JSONL/Parquet file of texts.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write predictions here (.jsonl/.csv/.tsv).")] = None,
+    text_column: Annotated[str, typer.Option(help="Text column of --input.")] = "text",
+    text_pair_column: Annotated[Optional[str], typer.Option(help="Pair column of --input.")] = None,
+    top_k: Annotated[int, typer.Option(help="How many labels to list per text.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 64,
+) -> None:
+    """Label texts with a trained model: label, probability, top-k."""
+    from texttune.evaluation.predict import load, read_texts, write_predictions
+
+    if (text is None) == (input_file is None):
+        raise TexttuneError("give texts with --text, or a file with --input (one of the two)")
+    predictor = load(run_dir)
+    if input_file is not None:
+        frame = read_texts(input_file, text_column, text_pair_column)
+        pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
+        results = predictor.predict(frame["text"].tolist(), pairs, top_k=top_k, batch_size=batch_size)
+    else:
+        frame = pd_frame(text, text_pair)
+        results = predictor.predict(list(text), list(text_pair) if text_pair else None, top_k, batch_size)
+    if output is not None:
+        from texttune.io import unique_path
+
+        target = output if not output.exists() else unique_path(output)
+        write_predictions(target, frame, results)
+        out.print(f"{len(results):,} predictions written to {target}")
+        return
+    for item, result in zip(frame["text"], results):
+        others = ", ".join(f"{t['label']} {t['score']:.3f}" for t in result["top_k"][1:])
+        out.print(f"{escape(result['label'])}\t{result['score']:.4f}\t{escape(item)}"
+                  + (f"\t(also: {escape(others)})" if others else ""))
+
+
+def pd_frame(texts: list[str], pairs: list[str] | None):
+    import pandas as pd
+
+    if pairs and len(pairs) != len(texts):
+        raise TexttuneError(f"{len(texts)} --text but {len(pairs)} --text-pair values")
+    data = {"text": list(texts)}
+    if pairs:
+        data["text_pair"] = list(pairs)
+    return pd.DataFrame(data)
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (or its model/ folder).")],
+    data: Annotated[str, typer.Option("--data", "-d", help="A built-in dataset name or a data file.")],
+    split: Annotated[str, typer.Option(help="Which split to evaluate on.")] = "test",
+    set_: SetOption = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Save the metrics as JSON here.")] = None,
+) -> None:
+    """Evaluate a saved model on any dataset split."""
+    from texttune.evaluation.predict import evaluate_saved
+    from texttune.io import atomic_write_json, unique_path
+
+    metrics = evaluate_saved(run_dir, _data_config(data, None, set_), split)
+    out.print(f"{metrics['dataset']}/{split}: {metrics['num_examples']:,} examples")
+    for key in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "log_loss", "ece"):
+        out.print(f"  {key}: {metrics[key]:.4f}")
+    if output is not None:
+        target = unique_path(output)
+        atomic_write_json(target, metrics)
+        out.print(f"metrics saved to {target}")
+
+
 # --------------------------------------------------------------------------- entry point
 
 

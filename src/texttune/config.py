@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from texttune.errors import ConfigError
 from texttune.registry import Registry, suggest
@@ -155,7 +155,11 @@ class TrainConfig(Section):
         None, gt=0, description="Evaluate on validation every N optimizer steps; default: every epoch."
     )
     log_every_steps: int = Field(10, gt=0, description="Steps between training log lines.")
-    metric: str = Field("accuracy", description="Validation metric for early stopping and the best checkpoint.")
+    metric: str = Field(
+        "accuracy",
+        description="Validation metric for early stopping and the best checkpoint: accuracy, f1_macro, "
+        "f1_micro, f1_weighted, f1 (binary), loss, log_loss, ece.",
+    )
     early_stopping_patience: int | None = Field(
         None, gt=0, description="Stop after this many evaluations without improvement (null = never)."
     )
@@ -165,7 +169,21 @@ class TrainConfig(Section):
     save_checkpoints: bool = Field(
         True, description="Save resumable state at every evaluation (needed for --resume)."
     )
+    keep_checkpoints: bool = Field(
+        False, description="Keep checkpoints/ after a run finishes (the final model is in model/)."
+    )
     num_threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: all cores.")
+
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        from texttune.evaluation.metrics import METRIC_DIRECTIONS
+
+        if value not in METRIC_DIRECTIONS:
+            raise ValueError(f"unknown metric '{value}'{suggest(value, list(METRIC_DIRECTIONS))}; "
+                             f"known: {', '.join(sorted(METRIC_DIRECTIONS))}")
+        return value
 
 
 class ExperimentBase(Section):
@@ -187,16 +205,18 @@ def _union_of(registry: Registry[type], default: str) -> tuple[Any, Any] | None:
     return annotation, Field(default_factory=factory)
 
 
+# The member a union section uses when the config does not name one.
+UNION_DEFAULTS = {"model": "pretrained", "strategy": "full"}
+
+
 @functools.cache
 def experiment_class() -> type[ExperimentBase]:
     """The root config model, with ``model``/``strategy`` unions over the registered classes."""
     import texttune.plugins  # noqa: F401  (registers encoders and strategies)
 
     fields: dict[str, Any] = {}
-    for section, registry, default in (
-        ("model", MODEL_CONFIGS, "pretrained"),
-        ("strategy", STRATEGY_CONFIGS, "full"),
-    ):
+    for section, registry in (("model", MODEL_CONFIGS), ("strategy", STRATEGY_CONFIGS)):
+        default = UNION_DEFAULTS[section]
         union = _union_of(registry, default)
         if union is not None:
             fields[section] = union
@@ -422,6 +442,11 @@ def load_config(
 
 def validate_config(data: dict[str, Any], origins: dict[str, str] | None = None) -> ExperimentBase:
     cls = experiment_class()
+    data = dict(data)
+    for section, default in UNION_DEFAULTS.items():
+        # `--set model.path=x` means "the default model, with this path".
+        if isinstance(data.get(section), dict) and "name" not in data[section]:
+            data[section] = {"name": default, **data[section]}
     try:
         return cls.model_validate(data)
     except ValidationError as err:

@@ -32,7 +32,8 @@ def test_ece_is_zero_when_confidence_matches_accuracy():
 
 
 def test_bins_are_closed_on_the_right():
-    count, conf_sum, correct_sum = bin_statistics(np.array([0.5, 1.0, 0.51]), np.array([True, False, True]), 2)
+    confidence, correct = np.array([0.5, 1.0, 0.51]), np.array([True, False, True])
+    count, conf_sum, correct_sum = bin_statistics(confidence, correct, 2)
     assert count.tolist() == [1, 2]  # 0.5 -> (0, .5]; 1.0 and .51 -> (.5, 1]
     assert conf_sum.tolist() == pytest.approx([0.5, 1.51])
     assert correct_sum.tolist() == [1.0, 1.0]

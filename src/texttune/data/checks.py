@@ -39,6 +39,7 @@ from rich.table import Table
 
 from texttune.config import DataChecksConfig
 from texttune.data.dataset import MISSING_LABEL, UNKNOWN_LABEL, TextDataset
+from texttune.io import atomic_write_json
 from texttune.errors import DataCheckError
 
 Severity = Literal["error", "warning", "info"]
@@ -108,18 +109,7 @@ class CheckReport:
 
     def write_json(self, path: str | Path) -> Path:
         """Write the report atomically, so a reader never sees a half-written file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_dict(), fh, indent=2, ensure_ascii=False)
-                fh.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_json(path, self.to_dict())
 
     def render_table(self) -> Table:
         table = Table(title=f"Data checks: {self.dataset} (policy {self.policy})")

@@ -130,7 +130,7 @@ def collate(encoded: Encoded, indices: np.ndarray | list[int], pad_id: int) -> d
     batch = {
         "input_ids": torch.from_numpy(ids),
         "attention_mask": torch.from_numpy(mask),
-        "labels": torch.from_numpy(encoded.labels[indices]),
+        "labels": torch.tensor(encoded.labels[indices]),
     }
     if types is not None:
         batch["token_type_ids"] = torch.from_numpy(types)

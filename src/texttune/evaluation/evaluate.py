@@ -46,7 +46,7 @@ def evaluate(
     for indices, logits in iter_logits(model, data, pad_id, batch_size, device, autocast):
         if temperature is not None:
             logits = logits / temperature
-        labels = torch.from_numpy(data.labels[indices])
+        labels = torch.tensor(data.labels[indices])
         accumulator.update(logits, labels, ids=data.rows[indices].tolist())
         if collected is not None:
             collected[torch.from_numpy(np.asarray(indices))] = logits

@@ -80,15 +80,14 @@ def _scores_from_confusion(confusion: np.ndarray) -> dict[str, np.ndarray]:
 
 def _averaged_scores(confusion: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, float]:
     """Accuracy and the macro / micro / weighted averages of the per-class scores."""
-    total = confusion.sum()
-    correct = np.trace(confusion)
+    accuracy = float(np.trace(confusion) / confusion.sum())
     support = scores["support"]
-    # Single-label multiclass: micro fp and fn both equal the number of errors.
-    errors = total - correct
     return {
-        "accuracy": float(correct / total),
+        "accuracy": accuracy,
         "f1_macro": float(scores["f1"].mean()),
-        "f1_micro": float(_safe_divide(np.float64(2 * correct), np.float64(2 * correct + 2 * errors))),
+        # Single-label, all classes counted: every error is one micro FP and one micro FN, so micro
+        # precision = recall = F1 = accuracy.
+        "f1_micro": accuracy,
         "f1_weighted": float(np.average(scores["f1"], weights=support)) if support.sum() else 0.0,
         "precision_macro": float(scores["precision"].mean()),
         "recall_macro": float(scores["recall"].mean()),
@@ -176,11 +175,13 @@ class MetricAccumulator:
         if logits.ndim != 2 or logits.shape[1] != self.num_labels:
             raise ValueError(f"logits must be (B, {self.num_labels}), got {tuple(logits.shape)}")
         if labels.shape != (logits.shape[0],):
-            raise ValueError(f"labels must be ({logits.shape[0]},) to match logits, got {tuple(labels.shape)}")
+            raise ValueError(
+                f"labels must be ({logits.shape[0]},) to match logits, got {tuple(labels.shape)}")
         if labels.is_floating_point() or labels.is_complex():
             raise ValueError(f"labels must be integer class ids, got dtype {labels.dtype}")
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_labels):
-            raise ValueError(f"labels must lie in [0, {self.num_labels}), got {int(labels.min())}..{int(labels.max())}")
+            raise ValueError(
+                f"labels must lie in [0, {self.num_labels}), got {int(labels.min())}..{int(labels.max())}")
         if ids is not None and len(ids) != len(labels):
             raise ValueError(f"ids has {len(ids)} entries for a batch of {len(labels)}")
         if self._with_loss is not None and self._with_loss != (loss_sum is not None):
@@ -216,7 +217,8 @@ class MetricAccumulator:
         same = (self.num_labels, self.label_names, self.n_bins, self.keep_worst) == (
             other.num_labels, other.label_names, other.n_bins, other.keep_worst)
         if not same:
-            raise ValueError("can only merge accumulators with the same num_labels, label_names, n_bins, keep_worst")
+            raise ValueError(
+                "can only merge accumulators with the same num_labels, label_names, n_bins, keep_worst")
         if None not in (self._with_loss, other._with_loss) and self._with_loss != other._with_loss:
             raise ValueError("cannot merge an accumulator given loss_sum with one that was not")
         # Shift other's positions after ours so tie-breaking still prefers the earlier example.

@@ -1,1 +1,7 @@
-"""Encoders and heads. Every classifier is ``TexttuneForSequenceClassification(encoder, head)``."""
+"""Encoders and heads. Every classifier is ``TexttuneForSequenceClassification(encoder, head)``.
+
+Importing this package registers texttune's architecture with transformers' Auto classes, so a saved
+model loads with ``AutoModelForSequenceClassification`` and ``pipeline("text-classification", ...)``.
+"""
+
+from texttune.models.classifier import TexttuneConfig, TexttuneForSequenceClassification  # noqa: F401

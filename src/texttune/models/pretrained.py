@@ -10,6 +10,7 @@ from pydantic import Field
 from texttune.config import MODEL_CONFIGS, Section
 from texttune.errors import TexttuneError
 from texttune.models.heads import HeadConfig
+from texttune.models.registry import MODEL_BUILDERS
 
 
 class PretrainedModelConfig(Section):
@@ -81,3 +82,6 @@ def _encoder_dict(config) -> dict:
     for key in ("_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype"):
         data.pop(key, None)
     return data
+
+
+MODEL_BUILDERS.add("pretrained", build_pretrained)

@@ -131,7 +131,8 @@ class Trainer:
                     pending += 1
                     self.state.batch_in_epoch += 1
                     last_of_epoch = self.state.batch_in_epoch == len(batches)
-                    window.add(loss, len(batch["labels"]))
+                    window.add(loss, len(batches[self.state.batch_in_epoch - 1]))
+                    self.state.samples_seen += len(batches[self.state.batch_in_epoch - 1])
                     if pending == self.cfg.gradient_accumulation_steps or last_of_epoch:
                         grad_norm = self._step()  # clip → step → schedule
                         pending = 0

@@ -1,0 +1,171 @@
+"""Using a trained model: ``texttune.load(RUN_DIR).predict([...])`` and ``texttune evaluate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from texttune.errors import TexttuneError
+
+
+def model_dir_of(path: str | Path) -> Path:
+    """A run directory's ``model/`` folder, or a model folder itself."""
+    path = Path(path)
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    if (path / "config.json").is_file():
+        return path
+    if not path.exists():
+        raise TexttuneError(f"{path}: no such run directory")
+    raise TexttuneError(f"{path}: no trained model here (expected {path / 'model' / 'config.json'})")
+
+
+class Predictor:
+    """A trained classifier with its tokenizer, ready for texts."""
+
+    def __init__(self, model, tokenizer, max_length: int = 512, device: str | None = None) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.temperature = getattr(model.config, "texttune_temperature", None)
+        self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+    @classmethod
+    def from_path(cls, path: str | Path, device: str | None = None) -> Predictor:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        import texttune.plugins  # noqa: F401  (registers the architecture and encoders)
+        from texttune.experiment import quiet_libraries
+
+        quiet_libraries()
+        folder = model_dir_of(path)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(folder)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        except (OSError, ValueError) as err:
+            raise TexttuneError(f"{folder}: cannot load the model ({str(err).splitlines()[0]})") from None
+        max_length = _run_max_length(folder.parent) or getattr(tokenizer, "model_max_length", 512)
+        return cls(model, tokenizer, min(int(max_length), 4096), device)
+
+    def logits(self, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
+        """(N, C) logits, in the order of ``texts``; batches sorted by length for speed."""
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = torch.empty((len(texts), len(self.label_names)))
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                idx = order[start : start + batch_size]
+                args = [[texts[i] for i in idx]]
+                if text_pairs is not None:
+                    args.append([text_pairs[i] for i in idx])
+                batch = self.tokenizer(*args, truncation=True, max_length=self.max_length, padding=True,
+                                       return_tensors="pt").to(self.device)
+                out[torch.from_numpy(idx)] = self.model(**batch).logits.float().cpu()
+        return out
+
+    def predict(
+        self, texts: list[str] | str, text_pairs: list[str] | None = None, top_k: int = 1, batch_size: int = 64
+    ) -> list[dict[str, Any]]:
+        """Label, probability and the ``top_k`` labels for each text. Probabilities are calibrated
+        by the run's temperature when one was fitted (the predicted label is the same)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if text_pairs is not None and len(text_pairs) != len(texts):
+            raise TexttuneError(f"{len(texts)} texts but {len(text_pairs)} text pairs")
+        logits = self.logits(list(texts), text_pairs, batch_size)
+        if self.temperature:
+            logits = logits / self.temperature
+        probs = torch.softmax(logits, dim=-1)
+        k = max(1, min(top_k, len(self.label_names)))
+        values, indices = probs.topk(k, dim=-1)
+        results = []
+        for row_values, row_indices in zip(values.tolist(), indices.tolist()):
+            top = [{"label": self.label_names[i], "score": round(v, 6)} for v, i in zip(row_values, row_indices)]
+            results.append({"label": top[0]["label"], "score": top[0]["score"], "top_k": top})
+        return results
+
+
+def _run_max_length(run_dir: Path) -> int | None:
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return None
+    import yaml
+
+    data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    return (data.get("model") or {}).get("max_length")
+
+
+def load(path: str | Path, device: str | None = None) -> Predictor:
+    """Load a run directory (or its model folder) for prediction."""
+    return Predictor.from_path(path, device)
+
+
+def align_labels(ds, model_labels: list[str]) -> None:
+    """Re-index a dataset's labels onto the model's label order, by name (in place)."""
+    if ds.label_names == model_labels:
+        return
+    missing = [name for name in ds.label_names or [] if name not in model_labels]
+    if missing:
+        raise TexttuneError(
+            f"dataset '{ds.name}' has labels the model does not know: {missing}; the model's labels "
+            f"are {model_labels}"
+        )
+    mapping = np.array([model_labels.index(name) for name in ds.label_names])
+    for split, df in ds.splits.items():
+        labels = df["label"].to_numpy()
+        df["label"] = np.where(labels >= 0, mapping[np.clip(labels, 0, None)], labels)
+    ds.label_names = list(model_labels)
+
+
+def evaluate_saved(path: str | Path, data_cfg, split: str = "test") -> dict[str, Any]:
+    """Metrics of a saved model on any dataset split (``texttune evaluate``)."""
+    from texttune.data.load import load_dataset
+    from texttune.data.tokenize import encode_frame
+    from texttune.evaluation.evaluate import evaluate
+
+    predictor = load(path)
+    ds = load_dataset(data_cfg)
+    if split not in ds.splits:
+        raise TexttuneError(f"dataset '{ds.name}' has no split '{split}'; it has {ds.split_names()}")
+    if not ds.has_labels:
+        raise TexttuneError(f"dataset '{ds.name}' has no labels to evaluate against")
+    align_labels(ds, predictor.label_names)
+    frame = ds.splits[split]
+    bad = frame["label"] < 0
+    if bad.any():
+        raise TexttuneError(f"{ds.where(split)}: {int(bad.sum())} rows have a missing or unknown label")
+    encoded = encode_frame(frame, predictor.tokenizer, predictor.max_length)
+    metrics, _ = evaluate(predictor.model, encoded, predictor.label_names,
+                          predictor.tokenizer.pad_token_id or 0, 64, temperature=None)
+    metrics["dataset"], metrics["split"] = ds.name, split
+    return metrics
+
+
+def read_texts(path: Path, text_column: str, text_pair_column: str | None) -> pd.DataFrame:
+    from texttune.data.files import detect_format, read_table, select_columns
+
+    frame = read_table(path, detect_format(path))
+    return select_columns(frame, path, text_column, text_pair_column, None)
+
+
+def write_predictions(path: Path, frame: pd.DataFrame, predictions: list[dict[str, Any]]) -> None:
+    from texttune.io import atomic_write_text
+
+    out = frame.reset_index(drop=True).copy()
+    out["label"] = [p["label"] for p in predictions]
+    out["score"] = [p["score"] for p in predictions]
+    out["top_k"] = [json.dumps(p["top_k"]) for p in predictions]
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        text = "".join(json.dumps({**row, "top_k": json.loads(row["top_k"])}, ensure_ascii=False) + "\n"
+                       for row in out.to_dict(orient="records"))
+    elif suffix in (".csv", ".tsv"):
+        text = out.to_csv(index=False, sep="\t" if suffix == ".tsv" else ",")
+    else:
+        raise TexttuneError(f"{path}: write predictions to .jsonl, .csv or .tsv")
+    atomic_write_text(path, text)
