@@ -22,7 +22,7 @@ $(BIN)/texttune: pyproject.toml
 setup: $(BIN)/texttune
 
 demo: setup
-	$(BIN)/texttune data check trec
+	$(BIN)/texttune run configs/quickstart.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

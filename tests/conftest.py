@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Tokenization caches go to a throw-away folder, never the user's ~/.cache.
+os.environ["TEXTTUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="texttune-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TEXTTUNE_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -36,3 +39,46 @@ def run_cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny randomly initialised BERT (2 layers, hidden 32) with MiniLM's WordPiece tokenizer,
+    saved as a Hugging Face folder: fast, offline, and the same code path as a real checkpoint."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from texttune.resources import resolve_model_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        vocab_size=30522, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(resolve_model_path("minilm"))).save_pretrained(folder)
+    return folder
+
+
+TOY_ROWS = [
+    ("what a wonderful film , i loved it", "pos"),
+    ("great acting and a moving story", "pos"),
+    ("an absolute delight from start to finish", "pos"),
+    ("one of the best movies this year", "pos"),
+    ("a dull , boring waste of time", "neg"),
+    ("terrible script and awful acting", "neg"),
+    ("i hated every minute of it", "neg"),
+    ("the worst film i have ever seen", "neg"),
+]
+
+
+@pytest.fixture
+def toy_csv(tmp_path) -> Path:
+    """Eight labelled sentences (4 pos, 4 neg) as a CSV file."""
+    import csv
+
+    path = tmp_path / "toy.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(TOY_ROWS)
+    return path

@@ -14,20 +14,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
     A reader never sees a half-written file, and a crash leaves the old file intact.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, _default_mode())  # mkstemp makes 0600 files; results are meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _default_mode() -> int:
@@ -37,7 +24,7 @@ def _default_mode() -> int:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """The bytes version of ``atomic_write_text``."""
+    """Write ``data`` atomically (temporary file in the same folder, fsync, ``os.replace``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -1,0 +1,1 @@
+"""Benchmarks and result collection (not tests)."""
