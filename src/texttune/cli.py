@@ -251,9 +251,10 @@ def predict(
         out.print(f"{len(results):,} predictions written to {target}")
         return
     for item, result in zip(frame["text"], results):
+        # Plain tab-separated lines (no rich wrapping), so the output can be piped into other tools.
         others = ", ".join(f"{t['label']} {t['score']:.3f}" for t in result["top_k"][1:])
-        out.print(f"{escape(result['label'])}\t{result['score']:.4f}\t{escape(item)}"
-                  + (f"\t(also: {escape(others)})" if others else ""))
+        line = f"{result['label']}\t{result['score']:.4f}\t{' '.join(str(item).split())}"
+        typer.echo(line + (f"\t(also: {others})" if others else ""))
 
 
 def pd_frame(texts: list[str], pairs: list[str] | None):

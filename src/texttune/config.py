@@ -404,7 +404,9 @@ def format_validation_error(
             hint = suggest(path[-1], list(holder.model_fields)) if holder is not None else ""
             message = f"unknown field{hint}"
         elif kind == "union_tag_invalid":
-            message = f"unknown name {item['input']!r}; expected one of {item['ctx']['expected_tags']}"
+            tag = item.get("ctx", {}).get("tag", item["input"])
+            known = [t.strip(" '") for t in str(item["ctx"]["expected_tags"]).split(",")]
+            message = f"unknown name {tag!r}{suggest(str(tag), known)}; expected one of {item['ctx']['expected_tags']}"
         elif kind == "union_tag_not_found":
             message = "missing 'name' (which kind to use)"
         else:

@@ -151,9 +151,9 @@ def param_counts(model) -> dict[str, Any]:
 
 
 def final_evaluation(trainer, encoded: dict[str, Encoded], ds: TextDataset, calibrate: bool) -> dict[str, Any]:
-    """Validation (and its temperature) then test, both on the restored best model."""
+    """Validation (and its fitted temperature), then test, both on the restored best model."""
     from texttune.evaluation.calibration import fit_temperature
-    from texttune.evaluation.evaluate import evaluate
+    from texttune.evaluation.evaluate import calibrated_from_logits, evaluate
 
     args = dict(label_names=ds.label_names, pad_id=trainer.pad_id, batch_size=trainer.cfg.eval_batch_size,
                 accelerator=trainer.accelerator)
@@ -162,18 +162,15 @@ def final_evaluation(trainer, encoded: dict[str, Encoded], ds: TextDataset, cali
     validation["worst"] = _worst_with_text(validation["worst"], ds.splits["validation"])
     temperature = None
     if calibrate and logits is not None:
-        labels = torch.tensor(encoded["validation"].labels)
-        temperature = fit_temperature(logits, labels)
+        labels = encoded["validation"].labels
+        temperature = fit_temperature(logits, torch.tensor(labels))
+        validation["calibrated"] = calibrated_from_logits(logits, labels, ds.label_names, temperature)
     out["validation"] = validation
     if "test" in encoded and len(encoded["test"]):
-        test, _ = evaluate(trainer.model, encoded["test"], **args)
+        test, _ = evaluate(trainer.model, encoded["test"], temperature=temperature, **args)
         test.pop("worst", None)
         out["test"] = test
-    if temperature is not None:
-        out["temperature"] = temperature
-        for split in [s for s in ("validation", "test") if s in out]:
-            calibrated, _ = evaluate(trainer.model, encoded[split], temperature=temperature, **args)
-            out[split]["calibrated"] = {k: calibrated[k] for k in ("log_loss", "ece", "reliability")}
+    out["temperature"] = temperature
     return out
 
 
@@ -242,12 +239,17 @@ def run_experiment(
         assert config is not None
         run_dir = create_run_dir(config)
         write_record_start(run_dir, config)
-    ds = prepare_data(config, run_dir)
-    if resume is not None:
-        _check_labels_match(run_dir, ds)
-    atomic_write_json(run_dir / "labels.json", ds.label_names)
-    model, tokenizer = build(config, ds)
-    encoded, token_stats = tokenize(ds, tokenizer, config.model.max_length)
+    try:
+        ds = prepare_data(config, run_dir)
+        if resume is not None:
+            _check_labels_match(run_dir, ds)
+        atomic_write_json(run_dir / "labels.json", ds.label_names)
+        model, tokenizer = build(config, ds)
+        encoded, token_stats = tokenize(ds, tokenizer, config.model.max_length)
+    except BaseException:
+        if resume is None:  # nothing trained yet: leave no half-made run directory behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     trainer = Trainer(
         model, encoded["train"], encoded.get("validation"), config.train, run_dir=run_dir,
         pad_id=tokenizer.pad_token_id or 0, label_names=ds.label_names, seed=config.seed,

@@ -12,8 +12,13 @@ T = TypeVar("T")
 
 
 def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    """Return " (did you mean 'x'?)" for the closest choice, or "" when nothing is close."""
+    """Return " (did you mean 'x'?)" for the closest choice, or "" when nothing is close.
+
+    An abbreviation (``acc`` for ``accuracy``) counts as close even where difflib's ratio is low.
+    """
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not close and len(word) >= 2:
+        close = sorted(c for c in choices if c.startswith(word))[:1]
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

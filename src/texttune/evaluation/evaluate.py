@@ -25,6 +25,9 @@ def iter_logits(model, data: Encoded, pad_id: int, batch_size: int, device: torc
             yield indices, logits.float().cpu()
 
 
+CALIBRATED_KEYS = ("log_loss", "ece", "reliability")
+
+
 def evaluate(
     model,
     data: Encoded,
@@ -36,19 +39,33 @@ def evaluate(
     collect_logits: bool = False,
     temperature: float | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor | None]:
-    """Metrics of ``model`` on ``data``; memory stays constant in the number of examples unless
-    ``collect_logits`` (used to fit temperature scaling on validation) asks for the (N, C) logits.
-    With ``temperature`` the metrics are those of logits / temperature (calibrated)."""
+    """Metrics of ``model`` on ``data`` in one pass; memory stays constant in the number of examples
+    unless ``collect_logits`` (used to fit temperature scaling on validation) asks for the (N, C)
+    logits. With ``temperature`` the metrics also hold ``calibrated`` log-loss/ECE/reliability of
+    logits / temperature, from the same forward pass."""
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     autocast = accelerator.autocast if accelerator is not None else None
-    accumulator = MetricAccumulator(len(label_names), label_names, keep_worst=keep_worst)
+    raw = MetricAccumulator(len(label_names), label_names, keep_worst=keep_worst)
+    scaled = MetricAccumulator(len(label_names), label_names) if temperature is not None else None
     collected = torch.empty((len(data), len(label_names))) if collect_logits else None
     for indices, logits in iter_logits(model, data, pad_id, batch_size, device, autocast):
-        if temperature is not None:
-            logits = logits / temperature
         labels = torch.tensor(data.labels[indices])
-        accumulator.update(logits, labels, ids=data.rows[indices].tolist())
+        raw.update(logits, labels, ids=data.rows[indices].tolist())
+        if scaled is not None:
+            scaled.update(logits / temperature, labels)
         if collected is not None:
             collected[torch.from_numpy(np.asarray(indices))] = logits
-    metrics = accumulator.compute()
+    metrics = raw.compute()
+    if scaled is not None:
+        calibrated = scaled.compute()
+        metrics["calibrated"] = {"temperature": temperature, **{k: calibrated[k] for k in CALIBRATED_KEYS}}
     return metrics, collected
+
+
+def calibrated_from_logits(logits: torch.Tensor, labels: np.ndarray, label_names: list[str],
+                           temperature: float) -> dict[str, Any]:
+    """Calibrated metrics of already collected logits (no second forward pass)."""
+    accumulator = MetricAccumulator(len(label_names), label_names)
+    accumulator.update(logits / temperature, torch.tensor(labels))
+    metrics = accumulator.compute()
+    return {"temperature": temperature, **{k: metrics[k] for k in CALIBRATED_KEYS}}

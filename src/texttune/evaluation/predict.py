@@ -129,7 +129,11 @@ def evaluate_saved(path: str | Path, data_cfg, split: str = "test") -> dict[str,
     from texttune.evaluation.evaluate import evaluate
 
     predictor = load(path)
-    ds = load_dataset(data_cfg)
+    # A file is evaluated whole (no carving); a built-in gets the splits a run would see.
+    ds = load_dataset(data_cfg, carve=data_cfg.train_file is None)
+    if data_cfg.train_file is not None and split not in ds.splits and list(ds.splits) == ["train"]:
+        ds.splits[split] = ds.splits.pop("train")
+        ds.files[split] = ds.files.pop("train")
     if split not in ds.splits:
         raise TexttuneError(f"dataset '{ds.name}' has no split '{split}'; it has {ds.split_names()}")
     if not ds.has_labels:

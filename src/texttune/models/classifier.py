@@ -22,8 +22,9 @@ from texttune.models.heads import HeadConfig, build_head
 from texttune.models.pooling import pool
 from texttune.registry import Registry
 
-# name -> builder(encoder_config: dict) -> nn.Module with .hidden_size and
-# forward(input_ids, attention_mask, token_type_ids=None) -> (B, T, H) hidden states
+# name -> builder(encoder_config: dict) -> nn.Module with .hidden_size, .embedding and
+# forward(input_ids, attention_mask, token_type_ids=None) -> (B, T, H) hidden states, or (B, H) for
+# encoders with ``pools_itself = True``.
 ENCODERS: Registry[Callable[[dict[str, Any]], nn.Module]] = Registry("encoder")
 
 
@@ -92,8 +93,11 @@ class TexttuneForSequenceClassification(PreTrainedModel):
     ) -> SequenceClassifierOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H)
-        pooled = pool(hidden, attention_mask, self.config.pooling)  # (B, H)
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H) or (B, H)
+        if getattr(self.encoder, "pools_itself", False):
+            pooled = hidden  # CNN max-over-time, bag-of-n-grams mean, RNN final state
+        else:
+            pooled = pool(hidden, attention_mask, self.config.pooling)  # (B, H)
         logits = self.head(pooled)  # (B, C)
         loss = None
         if labels is not None:

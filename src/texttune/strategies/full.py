@@ -13,7 +13,8 @@ class FullConfig(StrategyConfig):
 
 @register("full", FullConfig)
 def apply_full(model, cfg: FullConfig):
-    """Every parameter trains."""
-    for param in model.parameters():
-        param.requires_grad_(True)
+    """Every parameter the model built as trainable trains: the whole encoder and the head.
+
+    It does not unfreeze what the model config froze on purpose (``freeze_embedding`` for GloVe).
+    """
     return model

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,9 @@ class LoopState:
     evals_without_improvement: int = 0
     stopped_early: bool = False
     last_eval_step: int = -1
+    # The running-loss window of the next log line, so a resumed run logs the same losses.
+    window_losses: list[float] = field(default_factory=list)
+    window_samples: int = 0
 
 
 def mixed_precision(setting: str) -> str:
@@ -116,7 +119,8 @@ class Trainer:
             self._resume()
         self.start_step = self.state.global_step
         self._call("on_train_begin")
-        window = _Window()
+        window = self.window = _Window()
+        window.restore(self.state.window_losses, self.state.window_samples)
         pending = 0  # micro-batches accumulated since the last optimizer step
         self.model.train()
         try:
@@ -232,6 +236,7 @@ class Trainer:
             (self.checkpoint_dir / "best").mkdir(parents=True, exist_ok=True)
             save_model_weights(model, self.checkpoint_dir / "best" / "model.safetensors")
         if self.cfg.save_checkpoints:
+            self.state.window_losses, self.state.window_samples = self.window.snapshot()
             save_training_state(self.checkpoint_dir / "last", model, self.optimizer, self.scheduler,
                                 {"loop": asdict(self.state)})
 
@@ -283,6 +288,13 @@ class _Window:
         self.samples = 0
         self.start = time.perf_counter()
         self.grad_norm: Any = None
+
+    def snapshot(self) -> tuple[list[float], int]:
+        return [float(loss) for loss in self.losses], self.samples
+
+    def restore(self, losses: list[float], samples: int) -> None:
+        self.losses = [torch.tensor(loss) for loss in losses]
+        self.samples = samples
 
     def add(self, loss: torch.Tensor, n: int) -> None:
         self.losses.append(loss.detach())
