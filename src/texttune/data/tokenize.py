@@ -7,6 +7,7 @@ Token ids are stored flat (one int32 array + offsets per split), so a cached spl
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,16 @@ def frame_fingerprint(df: pd.DataFrame) -> str:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of what the tokenizer does. Truncation/padding settings are left out: a call with
+    ``truncation=True`` writes them into the backend's state, and ``max_length`` is in the key anyway."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    state = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is None:
+        state = repr(sorted(tokenizer.get_vocab().items()))
+    else:
+        data = json.loads(backend.to_str())
+        data.pop("truncation", None)
+        data.pop("padding", None)
+        state = json.dumps(data, sort_keys=True)
     return hashlib.sha256(state.encode()).hexdigest()[:20]
 
 

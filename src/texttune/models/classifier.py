@@ -46,6 +46,19 @@ class HFEncoder(nn.Module):
 ENCODERS.add("hf", HFEncoder)
 
 
+def resolve_config(encoder_config: dict[str, Any], defaults: dict[str, Any], name: str) -> dict[str, Any]:
+    """Defaults filled in; an unknown or missing key fails here, naming it, not deep in a forward pass."""
+    from texttune.errors import TexttuneError
+
+    unknown = sorted(set(encoder_config) - set(defaults) - {"vocab_size", "pad_id"})
+    missing = sorted({"vocab_size", "pad_id"} - set(encoder_config))
+    if unknown or missing:
+        problem = f"unknown keys {unknown}" if unknown else f"missing keys {missing}"
+        known = ", ".join(["vocab_size", "pad_id", *defaults])
+        raise TexttuneError(f"{name} encoder config: {problem}; known: {known}")
+    return {**defaults, **encoder_config}
+
+
 class TexttuneConfig(PretrainedConfig):
     model_type = "texttune"
 

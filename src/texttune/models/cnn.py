@@ -19,19 +19,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from texttune.errors import TexttuneError
-from texttune.models.classifier import ENCODERS
+from texttune.models.classifier import ENCODERS, resolve_config
 
-DEFAULTS: dict[str, Any] = {"embedding_dim": 128, "kernel_sizes": [3, 4, 5], "num_filters": 100, "dropout": 0.1}
+DEFAULTS: dict[str, Any] = {
+    "embedding_dim": 128,
+    "kernel_sizes": [3, 4, 5],
+    "num_filters": 100,
+    "dropout": 0.1,
+}
 
 
-def resolve_config(encoder_config: dict[str, Any], defaults: dict[str, Any], name: str) -> dict[str, Any]:
-    """Defaults filled in; an unknown or missing key fails here, naming it, not deep in a forward pass."""
-    unknown = sorted(set(encoder_config) - set(defaults) - {"vocab_size", "pad_id"})
-    missing = sorted({"vocab_size", "pad_id"} - set(encoder_config))
-    if unknown or missing:
-        problem = f"unknown keys {unknown}" if unknown else f"missing keys {missing}"
-        raise TexttuneError(f"{name} encoder config: {problem}; known: vocab_size, pad_id, {', '.join(defaults)}")
-    return {**defaults, **encoder_config}
+
+
+def _check_kernel_sizes(kernel_sizes: list[int]) -> None:
+    if not kernel_sizes or any(int(k) < 1 for k in kernel_sizes):
+        raise TexttuneError(f"cnn encoder config: kernel_sizes must be positive integers, got {kernel_sizes}")
 
 
 class CNNEncoder(nn.Module):
@@ -78,11 +80,6 @@ class CNNEncoder(nn.Module):
         out = out.masked_fill(~covers_real, torch.finfo(out.dtype).min)
         # ReLU after the max equals the max after ReLU, and maps an all-padding sequence to zeros.
         return F.relu(out.max(dim=2).values)  # (B, F)
-
-
-def _check_kernel_sizes(kernel_sizes: list[int]) -> None:
-    if not kernel_sizes or any(int(k) < 1 for k in kernel_sizes):
-        raise TexttuneError(f"cnn encoder config: kernel_sizes must be positive integers, got {kernel_sizes}")
 
 
 ENCODERS.add("cnn", CNNEncoder)

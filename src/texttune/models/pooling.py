@@ -23,5 +23,7 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: Pooling) -> torch.Tensor
         return summed / mask.sum(dim=1).clamp(min=1.0)
     if how == "max":
         filled = hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min)
-        return filled.max(dim=1).values
+        pooled = filled.max(dim=1).values  # (B, H)
+        empty = mask.sum(dim=1) == 0  # (B, 1): a text with no real token pools to zeros, not -3e38
+        return pooled.masked_fill(empty, 0.0)
     raise ValueError(f"unknown pooling '{how}'")

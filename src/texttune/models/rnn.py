@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from texttune.errors import TexttuneError
-from texttune.models.classifier import ENCODERS
+from texttune.models.classifier import ENCODERS, resolve_config
 from texttune.models.pooling import pool
 
 DEFAULTS: dict[str, Any] = {
@@ -38,20 +38,13 @@ CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 POOLINGS = ("last", "mean", "max")
 
 
-def resolve_config(encoder_config: dict[str, Any], defaults: dict[str, Any], name: str) -> dict[str, Any]:
-    """Defaults filled in; an unknown or missing key fails here, naming it, not deep in a forward pass."""
-    unknown = sorted(set(encoder_config) - set(defaults) - {"vocab_size", "pad_id"})
-    missing = sorted({"vocab_size", "pad_id"} - set(encoder_config))
-    if unknown or missing:
-        problem = f"unknown keys {unknown}" if unknown else f"missing keys {missing}"
-        raise TexttuneError(f"{name} encoder config: {problem}; known: vocab_size, pad_id, {', '.join(defaults)}")
-    return {**defaults, **encoder_config}
 
 
 def _check(cfg: dict[str, Any]) -> None:
     for key, allowed in (("cell", tuple(CELLS)), ("pooling", POOLINGS)):
         if cfg[key] not in allowed:
-            raise TexttuneError(f"rnn encoder config: {key} must be one of {', '.join(allowed)}, got '{cfg[key]}'")
+            choices = ", ".join(allowed)
+            raise TexttuneError(f"rnn encoder config: {key} must be one of {choices}, got '{cfg[key]}'")
 
 
 def right_align(input_ids: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +104,7 @@ class RNNEncoder(nn.Module):
             return torch.cat(list(h_n[-self.num_directions:]), dim=-1)  # (B, D*H)
         steps = input_ids.shape[1]
         outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=steps)  # (B, T, D*H)
-        packed_steps = torch.arange(steps, device=real.device) < lengths.to(real.device).unsqueeze(1)  # (B, T)
+        packed_steps = torch.arange(steps, device=real.device) < lengths.to(real.device)[:, None]  # (B, T)
         # The packed steps, not `real`: an all-padding row then pools its one step instead of -inf for max.
         return pool(outputs, packed_steps, self.pooling)  # (B, D*H)
 

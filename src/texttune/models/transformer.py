@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from texttune.errors import TexttuneError
-from texttune.models.classifier import ENCODERS
+from texttune.models.classifier import ENCODERS, resolve_config
 
 DEFAULTS: dict[str, Any] = {
     "embedding_dim": None,  # None: d_model
@@ -31,14 +31,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def resolve_config(encoder_config: dict[str, Any], defaults: dict[str, Any], name: str) -> dict[str, Any]:
-    """Defaults filled in; an unknown or missing key fails here, naming it, not deep in a forward pass."""
-    unknown = sorted(set(encoder_config) - set(defaults) - {"vocab_size", "pad_id"})
-    missing = sorted({"vocab_size", "pad_id"} - set(encoder_config))
-    if unknown or missing:
-        problem = f"unknown keys {unknown}" if unknown else f"missing keys {missing}"
-        raise TexttuneError(f"{name} encoder config: {problem}; known: vocab_size, pad_id, {', '.join(defaults)}")
-    return {**defaults, **encoder_config}
 
 
 def _check(cfg: dict[str, Any]) -> None:
@@ -69,7 +61,8 @@ class TransformerEncoder(nn.Module):
         _check(cfg)
         self.encoder_config = cfg
         d_model, embedding_dim = int(cfg["d_model"]), int(cfg["embedding_dim"] or cfg["d_model"])
-        self.pad_id, self.max_length, self.scale = int(cfg["pad_id"]), int(cfg["max_length"]), math.sqrt(d_model)
+        self.pad_id, self.max_length = int(cfg["pad_id"]), int(cfg["max_length"])
+        self.scale = math.sqrt(d_model)
         self.embedding = nn.Embedding(cfg["vocab_size"], embedding_dim, padding_idx=self.pad_id)
         self.project = nn.Linear(embedding_dim, d_model) if embedding_dim != d_model else nn.Identity()
         if cfg["positions"] == "learned":

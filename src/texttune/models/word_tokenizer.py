@@ -49,6 +49,7 @@ from transformers import PreTrainedTokenizerFast
 PAD, UNK, CLS, SEP = "<pad>", "<unk>", "<cls>", "<sep>"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP)  # ids 0, 1, 2, 3
 DEFAULT_MODEL_MAX_LENGTH = 100_000  # no positional limit of its own; the model config sets the real one
+CHUNK = 2048  # texts per encode call in vocab_stats
 
 # Formatting tags seen in IMDB reviews; other "<...>" text (<grin>, <3) is left to the split rule.
 HTML_TAG = r"(?i)</?\s*(?:br|hr|p|i|b|u|em|strong)\s*/?\s*>"
@@ -89,7 +90,9 @@ def build_post_processor(add_cls: bool) -> processors.TemplateProcessing:
     else:
         single, pair = "$A:0", f"$A:0 {SEP}:0 $B:1"
     return processors.TemplateProcessing(
-        single=single, pair=pair, special_tokens=[(CLS, SPECIAL_TOKENS.index(CLS)), (SEP, SPECIAL_TOKENS.index(SEP))]
+        single=single,
+        pair=pair,
+        special_tokens=[(CLS, SPECIAL_TOKENS.index(CLS)), (SEP, SPECIAL_TOKENS.index(SEP))],
     )
 
 
@@ -149,10 +152,11 @@ def vocab_stats(tokenizer: PreTrainedTokenizerFast, texts: Iterable[str]) -> dic
     unk_id = tokenizer.unk_token_id
     texts = list(texts)
     num_tokens = unk_tokens = 0
-    for encoding in backend.encode_batch_fast(texts, add_special_tokens=False):
-        ids = encoding.ids
-        num_tokens += len(ids)
-        unk_tokens += ids.count(unk_id)
+    for start in range(0, len(texts), CHUNK):  # chunks: 25k encodings at once cost ~1 GB
+        for encoding in backend.encode_batch_fast(texts[start : start + CHUNK], add_special_tokens=False):
+            ids = encoding.ids
+            num_tokens += len(ids)
+            unk_tokens += ids.count(unk_id)
     unk_rate = unk_tokens / num_tokens if num_tokens else 0.0
     return {
         "vocab_size": len(tokenizer),

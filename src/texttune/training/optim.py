@@ -1,14 +1,31 @@
-"""Optimizer and schedule: AdamW with decay only where it belongs, warmup then linear/cosine."""
+"""Optimizer and schedule: AdamW (or SGD / Adagrad) with decay only where it belongs, warmup then
+linear/cosine.
+
+Sparse gradients: an embedding built with ``sparse=True`` (bag_of_ngrams' ``model.sparse``) hands
+back a gradient holding only the rows a batch read. SGD and Adagrad update just those rows, which is
+what makes a 10M-row bag of n-grams train in seconds; AdamW cannot take them, and neither can gradient
+clipping. ``build_optimizer`` settles this once, before training: with AdamW the embedding computes
+dense gradients (the same model, trained as before sparse existed); with clipping on it fails, naming
+``train.max_grad_norm``.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Collection
 
 import torch
 from torch import nn
 from transformers import get_scheduler
 
 from texttune.config import TrainConfig
+from texttune.errors import ConfigError
+
+log = logging.getLogger("texttune")
+
+# The optimizers of `train.optimizer` that accept sparse gradients (torch's SGD and Adagrad do).
+TAKES_SPARSE = {"sgd", "adagrad"}
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:
@@ -18,28 +35,73 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim < 2 or "norm" in lowered or lowered.endswith(".bias")
 
 
-def param_groups(model: nn.Module, cfg: TrainConfig, head_lr: float | None = None) -> list[dict]:
-    """Trainable parameters in up to four groups: (body | head) × (decay | no decay)."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+def sparse_embeddings(model: nn.Module) -> list[nn.Embedding | nn.EmbeddingBag]:
+    """Trainable embeddings built with ``sparse=True``: their gradients will be sparse tensors."""
+    return [m for m in model.modules()
+            if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse and m.weight.requires_grad]
+
+
+def settle_sparse(model: nn.Module, cfg: TrainConfig) -> set[int]:
+    """The ids of the parameters that will get sparse gradients under ``cfg``, after making the model
+    and the optimizer agree: AdamW gets dense gradients instead; clipping a sparse gradient fails."""
+    embeddings = sparse_embeddings(model)
+    if not embeddings:
+        return set()
+    if cfg.optimizer not in TAKES_SPARSE:
+        # `sparse` only changes how the gradient is stored, so dense ones train the same model.
+        for module in embeddings:
+            module.sparse = False
+        log.info("train.optimizer %s takes dense gradients only: the sparse embeddings compute dense "
+                 "ones (train.optimizer sgd or adagrad updates only the rows a batch uses)", cfg.optimizer)
+        return set()
+    if cfg.max_grad_norm is not None:
+        # torch's clip_grad_norm_ has no norm for sparse tensors (NotImplementedError on SparseCPU).
+        raise ConfigError(
+            f"train.max_grad_norm: gradient clipping cannot measure the sparse embedding gradients that "
+            f"train.optimizer {cfg.optimizer} uses (model.sparse: true); set train.max_grad_norm=null "
+            f"(fastText does not clip) or model.sparse=false"
+        )
+    return {id(m.weight) for m in embeddings}
+
+
+def param_groups(
+    model: nn.Module, cfg: TrainConfig, head_lr: float | None = None, sparse: Collection[int] = frozenset()
+) -> list[dict]:
+    """Trainable parameters in up to five groups: (body | head) × (decay | no decay), plus
+    ``body-sparse`` for the parameters (ids in ``sparse``) whose gradients are sparse."""
+    groups: dict[tuple[bool, bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         is_head = name.startswith("head.") or ".head." in name
-        groups.setdefault((is_head, _no_decay(name, param)), []).append(param)
+        is_sparse = id(param) in sparse
+        # Weight decay would densify a sparse gradient (torch refuses it), and fastText has none.
+        no_decay = is_sparse or _no_decay(name, param)
+        groups.setdefault((is_head, no_decay, is_sparse), []).append(param)
     out = []
-    for (is_head, no_decay), params in sorted(groups.items()):
+    for (is_head, no_decay, is_sparse), params in sorted(groups.items()):
         lr = head_lr if (is_head and head_lr is not None) else cfg.lr
+        suffix = "-sparse" if is_sparse else "-no-decay" if no_decay else ""
         out.append({
             "params": params, "lr": lr, "weight_decay": 0.0 if no_decay else cfg.weight_decay,
-            "name": f"{'head' if is_head else 'body'}{'-no-decay' if no_decay else ''}",
+            "name": f"{'head' if is_head else 'body'}{suffix}",
         })
     return out
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, head_lr: float | None = None) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg, head_lr)
+def build_optimizer(
+    model: nn.Module, cfg: TrainConfig, head_lr: float | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.optimizer`` names, over the trainable parameters in ``param_groups``."""
+    sparse = settle_sparse(model, cfg)
+    groups = param_groups(model, cfg, head_lr, sparse)
     if not groups:
         raise ValueError("no trainable parameters: the strategy froze everything")
+    if cfg.optimizer == "sgd":
+        # Plain SGD, as fastText: a momentum buffer of sparse gradients grows to the whole table.
+        return torch.optim.SGD(groups, lr=cfg.lr)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(groups, lr=cfg.lr)
     # The fused kernel is the fastest AdamW where it exists (CUDA); elsewhere the foreach one.
     fused = all(p.is_cuda for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps, fused=fused or None)

@@ -1,0 +1,169 @@
+"""From-scratch encoders as model configs: bag_of_ngrams, cnn, rnn, transformer.
+
+Each config names its encoder's hyper-parameters (they become the encoder dict saved in the model's
+config.json) plus what every from-scratch model shares: the tokenizer (a word vocabulary built from
+the training split only, or a pretrained WordPiece tokenizer such as MiniLM's), optional GloVe
+initialisation, the head and ``max_length``. The encoders themselves live in their own modules.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from texttune.config import MODEL_CONFIGS, Section
+from texttune.models.heads import HeadConfig
+from texttune.models.registry import MODEL_BUILDERS
+
+# Keys of a model config that are not encoder hyper-parameters.
+SHARED_KEYS = {"name", "tokenizer", "vocab", "glove", "freeze_embedding", "max_length", "head", "pooling"}
+
+
+class VocabConfig(Section):
+    lowercase: bool = Field(True, description="Lower-case texts before splitting into words.")
+    strip_html: bool = Field(True, description="Remove HTML tags such as IMDB's <br />.")
+    min_freq: int = Field(1, ge=1, description="Words seen fewer times in train become <unk>.")
+    max_size: int | None = Field(None, gt=4, description="Vocabulary cap (most frequent first, specials included).")
+
+
+class ScratchModelConfig(Section):
+    tokenizer: str = Field(
+        "word",
+        description="word: a word vocabulary built from the training split (basic_english rules); or a "
+        "pretrained tokenizer: minilm, a model folder or a Hub id (its WordPiece vocabulary).",
+    )
+    vocab: VocabConfig = Field(default_factory=VocabConfig)
+    glove: bool = Field(False, description="Initialise the word embedding with GloVe 6B 50d (embedding_dim 50).")
+    freeze_embedding: bool = Field(False, description="Keep the (GloVe) embedding fixed during training.")
+    max_length: int = Field(256, gt=0, description="Longer texts are truncated to this many tokens.")
+    head: HeadConfig = Field(default_factory=HeadConfig)
+
+    def encoder_dict(self, vocab_size: int, pad_id: int) -> dict[str, Any]:
+        data = {k: v for k, v in self.model_dump().items() if k not in SHARED_KEYS}
+        return {"vocab_size": vocab_size, "pad_id": pad_id, **data}
+
+
+class BagOfNgramsModelConfig(ScratchModelConfig):
+    name: Literal["bag_of_ngrams"] = "bag_of_ngrams"
+    embedding_dim: int = Field(50, gt=0, description="Size of word and n-gram vectors.")
+    ngrams: Literal[1, 2] = Field(2, description="1: words only; 2: words and hashed word bigrams.")
+    num_buckets: int = Field(200_000, gt=0, description="Hash buckets of the bigrams.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the averaged vector.")
+    sparse: bool = Field(
+        True,
+        description="Sparse embedding gradients (only the rows a batch read), as fastText: fast with "
+        "train.optimizer sgd or adagrad and train.max_grad_norm null; adamw falls back to dense ones.",
+    )
+
+
+class CNNModelConfig(ScratchModelConfig):
+    name: Literal["cnn"] = "cnn"
+    embedding_dim: int = Field(128, gt=0, description="Word vector size (50 with glove).")
+    kernel_sizes: list[int] = Field([3, 4, 5], min_length=1, description="Widths of the parallel filters.")
+    num_filters: int = Field(100, gt=0, description="Filters per width.")
+    dropout: float = Field(0.5, ge=0, lt=1, description="Dropout on embeddings and pooled features.")
+
+
+class RNNModelConfig(ScratchModelConfig):
+    name: Literal["rnn"] = "rnn"
+    embedding_dim: int = Field(128, gt=0, description="Word vector size (50 with glove).")
+    cell: Literal["rnn", "lstm", "gru"] = Field("lstm", description="Recurrent cell.")
+    hidden_size: int = Field(128, gt=0, description="Hidden units per direction.")
+    num_layers: int = Field(1, gt=0, description="Stacked layers.")
+    bidirectional: bool = Field(True, description="Read the text in both directions.")
+    dropout: float = Field(0.3, ge=0, lt=1, description="Dropout on embeddings, between layers, on the output.")
+    pooling: Literal["last", "mean", "max"] = Field(
+        "last", description="last: the final hidden state of each sequence; mean/max over real tokens."
+    )
+
+    def encoder_dict(self, vocab_size: int, pad_id: int) -> dict[str, Any]:
+        return {**super().encoder_dict(vocab_size, pad_id), "pooling": self.pooling}
+
+
+class TransformerModelConfig(ScratchModelConfig):
+    name: Literal["transformer"] = "transformer"
+    embedding_dim: int | None = Field(None, description="Word vector size if not d_model (50 with glove).")
+    d_model: int = Field(128, gt=0, description="Width of the encoder layers.")
+    nhead: int = Field(4, gt=0, description="Attention heads.")
+    num_layers: int = Field(2, gt=0, description="Encoder layers.")
+    dim_feedforward: int = Field(256, gt=0, description="Hidden size of the feed-forward blocks.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in the encoder layers.")
+    positions: Literal["sinusoidal", "learned"] = Field("sinusoidal", description="Position encoding.")
+    norm_first: bool = Field(True, description="Pre-LN (true) or post-LN (false) encoder layers.")
+    pooling: Literal["cls", "mean", "max"] = Field(
+        "mean", description="cls uses a <cls> token put first by the word tokenizer; mean/max over real tokens."
+    )
+
+    def encoder_dict(self, vocab_size: int, pad_id: int) -> dict[str, Any]:
+        data = super().encoder_dict(vocab_size, pad_id)
+        data["max_length"] = self.max_length + 2  # room for <cls>/<sep> added by the tokenizer
+        return data
+
+
+SCRATCH_CONFIGS = {
+    "bag_of_ngrams": BagOfNgramsModelConfig, "cnn": CNNModelConfig, "rnn": RNNModelConfig,
+    "transformer": TransformerModelConfig,
+}
+
+
+def build_tokenizer(cfg: ScratchModelConfig, train_texts):
+    if cfg.tokenizer != "word":
+        from texttune.models.pretrained import load_tokenizer
+
+        return load_tokenizer(cfg.tokenizer)
+    from texttune.models.word_tokenizer import build_word_tokenizer
+
+    add_cls = getattr(cfg, "pooling", None) == "cls"
+    return build_word_tokenizer(
+        train_texts, lowercase=cfg.vocab.lowercase, strip_html=cfg.vocab.strip_html,
+        min_freq=cfg.vocab.min_freq, max_size=cfg.vocab.max_size, add_cls=add_cls, max_length=cfg.max_length,
+    )
+
+
+def build_scratch(cfg: ScratchModelConfig, label_names: list[str], train_texts=None):
+    """(model, tokenizer): vocabulary from the training texts, encoder from its config, GloVe rows."""
+    from texttune.errors import TexttuneError
+    from texttune.models.classifier import TexttuneConfig, TexttuneForSequenceClassification
+
+    if train_texts is None and cfg.tokenizer == "word":
+        raise TexttuneError(f"model '{cfg.name}' builds its vocabulary from the training texts; none given")
+    if cfg.glove and (getattr(cfg, "embedding_dim", None) or 50) != 50:
+        raise TexttuneError(f"model.embedding_dim: GloVe 6B vectors offline are 50-dimensional; "
+                            f"set model.embedding_dim=50 (got {cfg.embedding_dim})")
+    tokenizer = build_tokenizer(cfg, list(train_texts) if train_texts is not None else None)
+    vocab_size = len(tokenizer)
+    config = TexttuneConfig(
+        encoder_type=cfg.name,
+        encoder=cfg.encoder_dict(vocab_size, tokenizer.pad_token_id or 0),
+        pooling=getattr(cfg, "pooling", "mean") if cfg.name == "transformer" else "mean",
+        head=cfg.head.model_dump(),
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+    )
+    model = TexttuneForSequenceClassification(config)
+    if cfg.glove:
+        config.glove = _init_glove(model, tokenizer)
+    if cfg.freeze_embedding:
+        model.encoder.embedding.weight.requires_grad_(False)
+    return model, tokenizer
+
+
+build_scratch.needs_train_texts = True  # type: ignore[attr-defined]
+
+
+def _init_glove(model, tokenizer) -> dict[str, Any]:
+    import torch
+
+    from texttune.models.glove import glove_matrix
+
+    vectors, stats = glove_matrix(tokenizer.get_vocab(), dim=50)
+    with torch.no_grad():
+        model.encoder.embedding.weight[: len(vectors)] = torch.from_numpy(vectors)
+    return stats
+
+
+for _name, _cls in SCRATCH_CONFIGS.items():
+    MODEL_CONFIGS.add(_name, _cls, config=_cls)
+    MODEL_BUILDERS.add(_name, build_scratch)
