@@ -246,16 +246,16 @@ def run_experiment(
         atomic_write_json(run_dir / "labels.json", ds.label_names)
         model, tokenizer = build(config, ds)
         encoded, token_stats = tokenize(ds, tokenizer, config.model.max_length)
+        trainer = Trainer(
+            model, encoded["train"], encoded.get("validation"), config.train, run_dir=run_dir,
+            pad_id=tokenizer.pad_token_id or 0, label_names=ds.label_names, seed=config.seed,
+            head_lr=config.strategy.head_lr,
+            callbacks=callbacks if callbacks is not None else [ProgressCallback()],
+        )
     except BaseException:
         if resume is None:  # nothing trained yet: leave no half-made run directory behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    trainer = Trainer(
-        model, encoded["train"], encoded.get("validation"), config.train, run_dir=run_dir,
-        pad_id=tokenizer.pad_token_id or 0, label_names=ds.label_names, seed=config.seed,
-        head_lr=config.strategy.head_lr,
-        callbacks=callbacks if callbacks is not None else [ProgressCallback()],
-    )
     state = trainer.fit(resume=resume is not None)
     metrics = final_evaluation(trainer, encoded, ds, config.train.calibrate)
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)

@@ -3,8 +3,8 @@ linear/cosine.
 
 Sparse gradients: an embedding built with ``sparse=True`` (bag_of_ngrams' ``model.sparse``) hands
 back a gradient holding only the rows a batch read. SGD and Adagrad update just those rows, which is
-what makes a 10M-row bag of n-grams train in seconds; AdamW cannot take them, and neither can gradient
-clipping. ``build_optimizer`` settles this once, before training: with AdamW the embedding computes
+what makes a 10M-parameter bag of n-grams train in seconds; AdamW cannot take them, and neither can
+gradient clipping. ``build_optimizer`` settles this once, before training: with AdamW the embedding computes
 dense gradients (the same model, trained as before sparse existed); with clipping on it fails, naming
 ``train.max_grad_norm``.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Collection
 
 import torch
@@ -101,6 +102,10 @@ def build_optimizer(
         # Plain SGD, as fastText: a momentum buffer of sparse gradients grows to the whole table.
         return torch.optim.SGD(groups, lr=cfg.lr)
     if cfg.optimizer == "adagrad":
+        if sparse:
+            # Adagrad builds sparse tensors from the gradient's own (valid) indices; torch warns once
+            # that it does not re-check them, which tells a user nothing they can act on.
+            warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
         return torch.optim.Adagrad(groups, lr=cfg.lr)
     # The fused kernel is the fastest AdamW where it exists (CUDA); elsewhere the foreach one.
     fused = all(p.is_cuda for g in groups for p in g["params"])
