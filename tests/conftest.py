@@ -20,6 +20,18 @@ SHARED_DATA = Path(os.environ.get("TEXTTUNE_DATA_DIR", REPO.parent / "shared" / 
 os.environ.setdefault("TEXTTUNE_DATA_DIR", str(SHARED_DATA))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    # Tests use tiny models: they run fastest on one thread, and far faster than with two when another
+    # process holds the cores (thread contention made a tiny BERT step ~90x slower).
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The prepared real datasets (../shared/data); tests that need them skip when it is absent."""

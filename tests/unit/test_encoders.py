@@ -37,14 +37,6 @@ VARIANTS = (
 IDS = [name + "".join(f"-{k}={v}" for k, v in extra.items()) for name, extra in VARIANTS]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny models run fastest on one thread, and far faster when another process holds the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(params=VARIANTS, ids=IDS)
 def variant(request) -> tuple[str, dict]:

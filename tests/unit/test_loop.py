@@ -30,13 +30,6 @@ from texttune.training.optim import build_optimizer, build_scheduler, total_step
 VOCAB = 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_model(seed: int = 0, num_labels: int = 2) -> TexttuneForSequenceClassification:
     """A 1-layer BERT (hidden 16) with a linear head; built from a config, no files."""

@@ -18,14 +18,6 @@ SHORT = "a short one"
 LONG = "a much longer sentence that has many more tokens than the short one does"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny models run fastest on one thread, and far faster when another process holds the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def build(model_dir, pooling: str = "cls", **head) -> tuple[TexttuneForSequenceClassification, object]:
     torch.manual_seed(0)

@@ -22,13 +22,6 @@ MASK = (IDS != PAD).long()
 LABELS = torch.tensor([0, 2])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def classifier(sparse: bool = True) -> TexttuneForSequenceClassification:
     torch.manual_seed(0)
