@@ -184,7 +184,15 @@ class TrainConfig(Section):
         False, description="Keep checkpoints/ after a run finishes (the final model is in model/)."
     )
     num_threads: int | None = Field(None, gt=0, description="CPU threads for torch; default: all cores.")
+    compile: bool = Field(
+        False, description="torch.compile the model (dynamic shapes); pays off on a GPU for long runs."
+    )
 
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML reads a bare `no` as false
 
     @field_validator("metric")
     @classmethod

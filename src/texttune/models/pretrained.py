@@ -47,6 +47,7 @@ def load_tokenizer(path: str | Path):
 
 def build_pretrained(cfg: PretrainedModelConfig, label_names: list[str]):
     """(model, tokenizer): the encoder's pretrained weights + a freshly initialised head."""
+    import torch
     from transformers import AutoConfig, AutoModel
 
     from texttune.models.classifier import TexttuneConfig, TexttuneForSequenceClassification
@@ -55,8 +56,10 @@ def build_pretrained(cfg: PretrainedModelConfig, label_names: list[str]):
     resolved = resolve_model_path(cfg.path)
     try:
         encoder_config = AutoConfig.from_pretrained(str(resolved))
+        # fp32 master weights whatever the checkpoint's dtype (transformers 5 loads bf16 files as
+        # bf16 by default, and AdamW on bf16 weights loses most small updates); autocast does the rest.
         encoder = AutoModel.from_pretrained(
-            str(resolved), attn_implementation=cfg.attn_implementation,
+            str(resolved), attn_implementation=cfg.attn_implementation, dtype=torch.float32,
             **({"add_pooling_layer": False} if encoder_config.model_type == "bert" else {}),
         )
     except OSError as err:

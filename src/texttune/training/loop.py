@@ -96,12 +96,20 @@ class Trainer:
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+            # With dynamic padding every batch has a new sequence length, and cuDNN's attention builds
+            # an execution plan per shape: ~8 ms of CPU per attention call, which made bf16 training
+            # 4x slower than fp32 on an H100 (profile in bench/results/2026-11-22-h100-profile.md).
+            # SDPA then picks the flash / memory-efficient kernels, which take any length.
+            torch.backends.cuda.enable_cudnn_sdp(False)
         self.accelerator = Accelerator(mixed_precision=mixed_precision(cfg.mixed_precision))
         self.batches_per_epoch = math.ceil(len(train_data) / cfg.per_device_batch_size)
         self.total_steps = total_steps(cfg, self.batches_per_epoch)
         optimizer = build_optimizer(model, cfg, head_lr)
         self.scheduler = build_scheduler(optimizer, cfg, self.total_steps)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if cfg.compile:
+            # Module.compile() compiles forward in place: parameter names and checkpoints are unchanged.
+            self.accelerator.unwrap_model(self.model).compile(dynamic=True)
         weights = class_weight_tensor(cfg, train_data.labels, len(label_names))
         self.loss_fn = nn.CrossEntropyLoss(
             weight=weights.to(self.accelerator.device) if weights is not None else None,
@@ -159,6 +167,8 @@ class Trainer:
 
     def _fetch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
         batch = collate(self.train_data, indices, self.pad_id)
+        # No pin_memory(): page-locking a fresh buffer every step cost more than the copy it speeds
+        # up (-13% samples/s on an H100, bench/results/2026-11-22-h100-profile.md).
         return {k: v.to(self.accelerator.device, non_blocking=True) for k, v in batch.items()}
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
