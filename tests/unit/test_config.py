@@ -135,3 +135,13 @@ def test_shown_config_loads_back_to_the_same_config(tmp_path):
         assert load_config(shown) == config
     assert "# Seed of the carved splits" in dump_yaml(config, comments=True)
     assert yaml.safe_load(dump_yaml(config, comments=False))["data"]["dataset"] == "mrpc"
+
+
+def test_bare_no_for_mixed_precision_means_no_not_false(tmp_path):
+    # YAML 1.1 reads `no` as false; the setting's own value "no" is what the user meant.
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  mixed_precision: no\n")
+    assert load_config(path).train.mixed_precision == "no"
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="train.mixed_precision"):
+        load_config(None, ["train.mixed_precision=yes"])
