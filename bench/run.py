@@ -3,8 +3,9 @@
     python -m bench.run --suite cpu [--quick]
     python -m bench.run --suite gpu --model-path DIR      # on a GPU machine
 
-Each measurement runs in its own process (``bench.minilm``), one after another; the suite writes
-``bench/results/<date>-<machine>-<suite>.json`` and a Markdown table beside it, with texttune's
+Each measurement runs in its own process (``bench.minilm`` for MiniLM fine-tuning, ``bench.scratch``
+for the from-scratch models against fastText and for tokenization), one after another; the suite
+writes ``bench/results/<date>-<machine>-<suite>.json`` and Markdown tables beside it, with texttune's
 ratio to each baseline. See docs/performance.md for what the figures mean.
 """
 
@@ -19,30 +20,63 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# suite -> list of (task, mode, variants, extra args); sizes chosen so the suite ends in its budget.
-SUITES: dict[str, list[tuple[str, str, list[str], list[str]]]] = {
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a suite: each variant runs as ``python -m <module> --variant V --task T ... <extra>``."""
+
+    task: str
+    mode: str  # bench.minilm's --mode; "scratch" for bench.scratch (which has none)
+    variants: list[str]
+    extra: list[str]
+    module: str = "bench.minilm"
+    quick: list[str] | None = field(default=None)  # this row's --quick args (default: QUICK's for its module)
+
+
+SCRATCH = "bench.scratch"
+# suite -> rows; sizes chosen so the suite ends in its budget.
+SUITES: dict[str, list[Row]] = {
     "gpu": [
-        ("imdb", "epochs", ["notebook", "trainer", "texttune", "texttune-compile"],
-         ["--epochs", "1", "--batch-size", "32", "--eval-batch-size", "256"]),
-        ("sst2", "epochs", ["notebook", "trainer", "texttune", "texttune-compile"],
-         ["--epochs", "1", "--batch-size", "32", "--eval-batch-size", "256"]),
+        Row("imdb", "epochs", ["notebook", "trainer", "texttune", "texttune-compile"],
+            ["--epochs", "1", "--batch-size", "32", "--eval-batch-size", "256"]),
+        Row("sst2", "epochs", ["notebook", "trainer", "texttune", "texttune-compile"],
+            ["--epochs", "1", "--batch-size", "32", "--eval-batch-size", "256"]),
     ],
     "cpu": [
-        ("imdb", "throughput", ["notebook", "trainer", "texttune"],
-         ["--batch-size", "16", "--warmup-steps", "2", "--timed-steps", "50", "--max-validation", "256"]),
-        ("sst2", "throughput", ["notebook", "trainer", "texttune"],
-         ["--batch-size", "32", "--warmup-steps", "3", "--timed-steps", "100", "--max-validation", "872"]),
+        Row("imdb", "throughput", ["notebook", "trainer", "texttune"],
+            ["--batch-size", "16", "--warmup-steps", "2", "--timed-steps", "50", "--max-validation", "256"]),
+        Row("sst2", "throughput", ["notebook", "trainer", "texttune"],
+            ["--batch-size", "32", "--warmup-steps", "3", "--timed-steps", "100", "--max-validation", "872"]),
+        # From scratch against fastText: full splits, median of 3 trainings (the CNN: ~10 min, once).
+        Row("imdb", "scratch", ["fasttext", "texttune-bag"], ["--repeats", "3"], SCRATCH),
+        Row("imdb", "scratch", ["texttune-cnn"], ["--repeats", "1"], SCRATCH,
+            quick=["--repeats", "1", "--max-train", "5000", "--max-test", "5000"]),
+        Row("ag_news", "scratch", ["fasttext", "texttune-bag"], ["--repeats", "3"], SCRATCH),
+        Row("imdb", "scratch", ["tokenize"], ["--repeats", "3"], SCRATCH),
     ],
 }
-QUICK = {  # the same jobs, smaller
-    "gpu": ["--max-train", "4000", "--max-validation", "1000"],
-    "cpu": ["--timed-steps", "25", "--max-validation", "128"],
+QUICK: dict[str, dict[str, list[str]]] = {  # the same jobs, smaller: suite -> module -> args
+    "gpu": {"bench.minilm": ["--max-train", "4000", "--max-validation", "1000"]},
+    "cpu": {"bench.minilm": ["--timed-steps", "25", "--max-validation", "128"],
+            SCRATCH: ["--repeats", "1"]},
 }
+
+
+def quick_args(suite: str, row: Row) -> list[str]:
+    return row.quick if row.quick is not None else QUICK[suite].get(row.module, [])
+
+
+def module_variants(module: str) -> tuple[str, ...]:
+    import importlib
+
+    return tuple(importlib.import_module(module).VARIANTS)
 
 
 def machine() -> dict[str, Any]:
@@ -62,28 +96,54 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def run_job(task: str, mode: str, variant: str, extra: list[str], model_path: str, log) -> dict[str, Any]:
+def run_job(task: str, mode: str, variant: str, extra: list[str], model_path: str, log,
+            module: str = "bench.minilm") -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "bench.minilm", "--variant", variant, "--task", task, "--mode", mode,
-               "--model-path", model_path, "--json", str(out), *extra]
+        cmd = [sys.executable, "-m", module, "--variant", variant, "--task", task]
+        if module == "bench.minilm":
+            cmd += ["--mode", mode, "--model-path", model_path]
+        cmd += ["--json", str(out), *extra]
         tic = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         log.write(f"$ {' '.join(cmd)}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n")
         log.flush()
         if proc.returncode != 0 or not out.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            return {"variant": variant, "task": task, "mode": mode, "error": " | ".join(tail)}
+            return {"variant": variant, "task": task, "mode": mode, "module": module,
+                    "error": " | ".join(tail)}
         result = json.loads(out.read_text())
+        result["module"] = module
         result["process_wall_s"] = round(time.perf_counter() - tic, 1)
         return result
 
 
+def is_scratch(row: dict[str, Any]) -> bool:
+    return row.get("module") == SCRATCH
+
+
 def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """texttune's train/eval throughput over each baseline's, per task."""
+    """texttune's train/eval throughput over each baseline's, per task; from scratch: texttune's
+    accuracy minus fastText's in points, and the ratios of their training times and prediction speeds."""
     out: dict[str, Any] = {}
     for task in sorted({r["task"] for r in rows}):
-        by = {r["variant"]: r for r in rows if r["task"] == task and "error" not in r}
+        scratch = {r["variant"]: r for r in rows if r["task"] == task and "error" not in r and is_scratch(r)}
+        for ours in ("texttune-bag", "texttune-cnn"):
+            if ours not in scratch or "fasttext" not in scratch:
+                continue
+            a, b = scratch[ours], scratch["fasttext"]
+            if any((a.get("data") or {}).get(split, {}).get("fingerprint")
+                   != (b.get("data") or {}).get(split, {}).get("fingerprint") for split in ("train", "test")):
+                out[f"{task}: {ours} / fasttext"] = {"note": "not compared: different train/test splits"}
+                continue
+            value: dict[str, Any] = {}
+            if a.get("test_accuracy") is not None and b.get("test_accuracy") is not None:
+                value["accuracy_points"] = round(100 * (a["test_accuracy"] - b["test_accuracy"]), 2)
+            for metric in ("train_time_s", "predict_samples_per_s"):
+                if a.get(metric) and b.get(metric):
+                    value[metric] = round(a[metric] / b[metric], 2)
+            out[f"{task}: {ours} / fasttext"] = value
+        by = {r["variant"]: r for r in rows if r["task"] == task and "error" not in r and not is_scratch(r)}
         for ours in ("texttune", "texttune-compile"):
             if ours not in by:
                 continue
@@ -104,11 +164,16 @@ def markdown(result: dict[str, Any]) -> str:
              f"Machine: {result['machine'].get('gpu') or result['machine']['processor']}, "
              f"{result['machine']['cpu_count']} CPU cores; torch {result['machine'].get('torch')}, "
              f"transformers {result['machine'].get('transformers')}.", "",
-             f"Command: `{result['command']}`", "",
-             "| task | variant | train samples/s | window median | real tokens/s | padding | eval samples/s "
-             "| val acc | peak MB | prep s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
+             f"Command: `{result['command']}`", ""]
+    rows = result["rows"]
+    minilm = [r for r in rows if not is_scratch(r)]
+    tokenize = [r for r in rows if is_scratch(r) and r["variant"] == "tokenize"]
+    scratch = [r for r in rows if is_scratch(r) and r["variant"] != "tokenize"]
+    if minilm or not rows:
+        lines += ["| task | variant | train samples/s | window median | real tokens/s | padding "
+                  "| eval samples/s | val acc | peak MB | prep s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in minilm:
         if "error" in r:
             lines.append(f"| {r['task']} | {r['variant']} | failed: {r['error'][:80]} |||||||| ")
             continue
@@ -118,9 +183,58 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r.get('window_samples_per_s') or ''} | {r.get('real_tokens_per_s', '')} | "
             f"{r.get('padding_share', '')} | {r.get('eval_samples_per_s', '')} | "
             f"{'' if acc is None else f'{acc:.4f}'} | {r['peak_memory_mb']} | {r['prep_time_s']} |")
+    if scratch:
+        if minilm:
+            lines.append("")
+        lines += ["From scratch against fastText (fastText on one thread, texttune with its config's "
+                  "train.num_threads; times: median of the runs; texttune's training time is its steps only, "
+                  "fastText's is `train_supervised` whole; predict samples/s: raw test text to label, the "
+                  "word split included, fastText's `predict` alone on pre-split text in parentheses):", "",
+                  "| task | variant | test acc | val acc | train s | train s (runs) | prep s "
+                  "| predict samples/s | wall s | peak MB | train/test rows |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in scratch:
+            if "error" in r:
+                lines.append(f"| {r['task']} | {r['variant']} | failed: {r['error'][:80]} ||||||||| ")
+                continue
+            acc, val = r.get("test_accuracy"), r.get("val_accuracy")
+            predict = r.get("predict_samples_per_s", "")
+            if (r.get("settings") or {}).get("predict_pretokenized_samples_per_s"):
+                predict = f"{predict} ({r['settings']['predict_pretokenized_samples_per_s']} pre-split)"
+            lines.append(
+                f"| {r['task']} | {r['variant']} | {'' if acc is None else f'{acc:.4f}'} | "
+                f"{'' if val is None else f'{val:.4f}'} | {r.get('train_time_s', '')} | "
+                f"{', '.join(str(x) for x in r.get('train_time_runs') or [])} | {r.get('prep_time_s', '')} | "
+                f"{predict} | {r.get('wall_time_s', '')} | "
+                f"{r['peak_memory_mb']} | "
+                f"{r.get('train_samples')}/{r.get('test_samples')} |")
+    if tokenize:
+        lines += ["", "Tokenization of the train split (median of the runs): cold = empty cache, "
+                  "cached = the .npz:", "",
+                  "| task | tokenizer | texts | tokens | cold s | cached s | cold texts/s | note |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in tokenize:
+            if "error" in r:
+                lines.append(f"| {r['task']} | — | failed: {r['error'][:80]} |||||| ")
+                continue
+            mini, word = r["tokenization"]["minilm"], r["tokenization"]["word"]
+            lines.append(f"| {r['task']} | MiniLM WordPiece (max_length {mini['max_length']}) | "
+                         f"{r['train_samples']} | {mini['tokens']} | {mini['cold_s']} | {mini['cached_s']} | "
+                         f"{mini['cold_texts_per_s']} | "
+                         f"tokenizer load {mini['load_tokenizer_s']} s |")
+            lines.append(f"| {r['task']} | word (scratch models, max_length {word['max_length']}) | "
+                         f"{r['train_samples']} | {word['tokens']} | {word['cold_s']} | {word['cached_s']} | "
+                         f"{round(r['train_samples'] / word['cold_s'], 1) if word['cold_s'] else ''} | "
+                         f"vocabulary {word['vocab_size']} words, built in {word['vocab_build_s']} s |")
     lines += ["", "Ratios (texttune / baseline):", ""]
+    if any(" / fasttext" in key for key in result["ratios"]):
+        lines += ["(from scratch: accuracy in points, texttune minus fastText; train_time_s above 1× means "
+                  "texttune trains longer; predict_samples_per_s above 1× means texttune predicts faster)",
+                  ""]
     for key, value in result["ratios"].items():
-        lines.append(f"- {key}: " + ", ".join(f"{k} {v}×" for k, v in value.items()))
+        lines.append(f"- {key}: " + ", ".join(
+            f"accuracy {v:+.2f} points" if k == "accuracy_points" else v if k == "note" else f"{k} {v}×"
+            for k, v in value.items()))
     return "\n".join(lines) + "\n"
 
 
@@ -141,15 +255,24 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     with open(args.out / f"{stem}.log", "w", encoding="utf-8") as log:
-        for task, mode, variants, extra in SUITES[args.suite]:
-            if args.only and task not in args.only.split(","):
+        for job in SUITES[args.suite]:
+            if args.only and job.task not in args.only.split(","):
                 continue
-            for variant in (args.variants.split(",") if args.variants else variants):
-                row = run_job(task, mode, variant, extra + (QUICK[args.suite] if args.quick else []),
-                              args.model_path, log)
-                print(json.dumps({k: row.get(k) for k in ("task", "variant", "train_samples_per_s",
-                                                          "window_samples_per_s", "eval_samples_per_s",
-                                                          "val_accuracy", "train_time_s", "error")}), flush=True)
+            variants = job.variants
+            if args.variants:
+                # MiniLM rows run any asked-for variant bench.minilm knows (as before); a from-scratch
+                # row only its own (texttune-cnn is IMDB-only, tokenize has a row of its own).
+                known = job.variants if job.module == SCRATCH else module_variants(job.module)
+                variants = [v for v in args.variants.split(",") if v in known]
+            for variant in variants:
+                row = run_job(job.task, job.mode, variant,
+                              job.extra + (quick_args(args.suite, job) if args.quick else []),
+                              args.model_path, log, job.module)
+                shown = (("task", "variant", "test_accuracy", "val_accuracy", "train_time_s", "prep_time_s",
+                          "predict_samples_per_s", "error") if job.module == SCRATCH else
+                         ("task", "variant", "train_samples_per_s", "window_samples_per_s",
+                          "eval_samples_per_s", "val_accuracy", "train_time_s", "error"))
+                print(json.dumps({k: row.get(k) for k in shown}), flush=True)
                 rows.append(row)
     result = {"suite": args.suite, "quick": args.quick, "date": date, "machine": info,
               "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -62,7 +62,9 @@ class CNNModelConfig(ScratchModelConfig):
     embedding_dim: int = Field(128, gt=0, description="Word vector size (50 with glove).")
     kernel_sizes: list[int] = Field([3, 4, 5], min_length=1, description="Widths of the parallel filters.")
     num_filters: int = Field(100, gt=0, description="Filters per width.")
-    dropout: float = Field(0.5, ge=0, lt=1, description="Dropout on embeddings and pooled features.")
+    dropout: float = Field(
+        0.5, ge=0, lt=1, description="Dropout on the word vectors (the pooled features get head.dropout)."
+    )
 
 
 class RNNModelConfig(ScratchModelConfig):
