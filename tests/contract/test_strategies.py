@@ -1,0 +1,117 @@
+"""Contract of every registered strategy, on a tiny from-scratch Transformer and a tiny random BERT.
+
+Strategies are discovered from the registry: a new strategy file joins these tests without editing
+them. Hand-computed trainable counts for the known strategies are in ``test_trainable_counts``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import texttune.plugins  # noqa: F401  (registers every strategy)
+from texttune.config import TrainConfig, load_config
+from texttune.errors import TexttuneError
+from texttune.models.classifier import TexttuneForSequenceClassification
+from texttune.models.registry import build_model
+from texttune.strategies import STRATEGIES, apply_strategy
+from texttune.training.optim import build_optimizer
+
+TEXTS = ["what a wonderful film", "a dull boring waste of time", "great acting and a moving story",
+         "terrible script and awful acting"] * 2
+TINY_TRANSFORMER = ["model.name=transformer", "model.d_model=16", "model.nhead=2", "model.num_layers=2",
+                    "model.dim_feedforward=32", "model.dropout=0.0", "model.head.dropout=0.0"]
+
+
+def build(kind: str, strategy: str, tiny_model_dir, extra: tuple[str, ...] = ()):
+    overrides = [*TINY_TRANSFORMER] if kind == "transformer" else [f"model.path={tiny_model_dir}",
+                                                                    "model.head.dropout=0.0"]
+    config = load_config(None, [*overrides, f"strategy.name={strategy}", *extra])
+    torch.manual_seed(0)
+    model, tokenizer = build_model(config.model, ["neg", "pos"], train_texts=TEXTS)
+    return apply_strategy(model, config.strategy), tokenizer
+
+
+def batch(tokenizer):
+    enc = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"], torch.tensor([1, 0, 1, 0] * 2)
+
+
+@pytest.fixture(params=["transformer", "bert"])
+def kind(request):
+    return request.param
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
+def test_only_the_named_parameters_change_and_the_head_trains(strategy, kind, tiny_model_dir):
+    model, tokenizer = build(kind, strategy, tiny_model_dir)
+    model.eval()  # no dropout: the change comes from the optimizer alone
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-2, weight_decay=0.01))
+    ids, mask, labels = batch(tokenizer)
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == trainable
+    assert {name for name, _ in model.named_parameters() if name.startswith("head.")} <= changed
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
+def test_save_load_gives_identical_logits(strategy, kind, tiny_model_dir, tmp_path):
+    model, tokenizer = build(kind, strategy, tiny_model_dir)
+    model.eval()
+    with torch.no_grad():  # make the weights differ from any initialisation
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    model.save_pretrained(tmp_path / "model")
+    loaded = TexttuneForSequenceClassification.from_pretrained(tmp_path / "model").eval()
+    ids, mask, _ = batch(tokenizer)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids, attention_mask=mask).logits,
+                           loaded(input_ids=ids, attention_mask=mask).logits)
+
+
+def count(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_trainable_counts(tiny_model_dir):
+    # Tiny Transformer: d 16, FFN 32, 2 pre-LN layers + final LayerNorm, 2 labels, linear head.
+    head = 16 * 2 + 2
+    layer = (3 * 16 * 16 + 3 * 16) + (16 * 16 + 16) + (16 * 32 + 32) + (32 * 16 + 16) + 2 * (16 + 16)  # 2224
+    final_norm = 16 + 16
+    layer_biases = 3 * 16 + 16 + 32 + 16 + 16 + 16  # in_proj, out_proj, linear1, linear2, norm1, norm2
+    model, _ = build("transformer", "full", tiny_model_dir)
+    vocab = model.encoder.embedding.num_embeddings
+    assert count(model) == vocab * 16 + 2 * layer + final_norm + head
+    assert count(build("transformer", "linear_probe", tiny_model_dir)[0]) == head
+    assert count(build("transformer", "bitfit", tiny_model_dir)[0]) == 2 * layer_biases + 16 + head
+    assert count(build("transformer", "partial", tiny_model_dir)[0]) == 2 * layer + final_norm + head
+    assert count(build("transformer", "partial", tiny_model_dir, ("strategy.num_layers=1",))[0]) \
+        == layer + final_norm + head
+    assert count(build("transformer", "partial", tiny_model_dir,
+                       ("strategy.num_layers=0", "strategy.train_embeddings=true"))[0]) == vocab * 16 + head
+    # Tiny BERT: hidden 32, FFN 64, 2 layers (each: QKV + attention output + its LayerNorm, FFN in/out
+    # + its LayerNorm).
+    bert_layer = 3 * (32 * 32 + 32) + (32 * 32 + 32) + 64 + (32 * 64 + 64) + (64 * 32 + 32) + 64
+    bert_head = 32 * 2 + 2
+    assert count(build("bert", "linear_probe", tiny_model_dir)[0]) == bert_head
+    assert count(build("bert", "partial", tiny_model_dir, ("strategy.num_layers=1",))[0]) == bert_layer + bert_head
+
+
+def test_partial_with_more_layers_than_the_encoder_has_is_a_clear_error(tiny_model_dir):
+    with pytest.raises(TexttuneError, match="strategy.num_layers: 3 layers asked for, the encoder has 2"):
+        build("transformer", "partial", tiny_model_dir, ("strategy.num_layers=3",))
+
+
+def test_scratch_reinitialises_pretrained_weights(tiny_model_dir):
+    full, _ = build("bert", "full", tiny_model_dir)
+    scratch, _ = build("bert", "scratch", tiny_model_dir)
+    name = "encoder.model.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(dict(full.named_parameters())[name], dict(scratch.named_parameters())[name])
+    assert count(scratch) == count(full)
