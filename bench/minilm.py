@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from texttune.experiment import peak_memory_mb  # GPU: max allocated; CPU: process RSS peak
 
 TASKS = {  # dataset, max_length
     "imdb": ("imdb", 256),
@@ -69,12 +70,6 @@ def device() -> torch.device:
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-
-
-def peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # process RSS peak
 
 
 def load_splits(opts: Options):
@@ -440,11 +435,6 @@ def run_texttune(opts: Options, train_df, val_df, labels) -> Result:
                 res.train_samples += len(indices)
                 res.train_tokens += int(lengths.sum())
                 res.tensor_tokens += int(lengths.max()) * len(indices)
-            if os.environ.get("BENCH_NO_PIN"):
-                from texttune.data.tokenize import collate
-
-                batch = collate(self.train_data, indices, self.pad_id)
-                return {k: v.to(self.accelerator.device, non_blocking=True) for k, v in batch.items()}
             return super()._fetch(indices)
 
         def _evaluate_and_checkpoint(self) -> None:

@@ -15,7 +15,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -80,8 +79,9 @@ def module_variants(module: str) -> tuple[str, ...]:
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                            "processor": platform.processor() or platform.machine()}
+    from bench.summarize_runs import machine as host
+
+    info: dict[str, Any] = host()
     try:
         import torch
 

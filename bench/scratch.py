@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import tempfile
@@ -40,6 +39,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from texttune.experiment import peak_memory_mb  # process RSS peak on a CPU
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {  # task -> built-in dataset
@@ -107,10 +108,6 @@ class Result:
 
 def median(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
-
-
-def peak_memory_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # process RSS peak, KiB
 
 
 def data_config(opts: Options):
