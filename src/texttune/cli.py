@@ -293,6 +293,20 @@ def evaluate(
 # --------------------------------------------------------------------------- entry point
 
 
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (or its model/ folder).")],
+    out_dir: Annotated[Path, typer.Argument(help="New folder for the whole model (must not exist).")],
+) -> None:
+    """Write a run's model as one standalone Hugging Face folder (LoRA merged into the weights)."""
+    from texttune.experiment import quiet_libraries
+    from texttune.models.saving import export_classifier
+
+    quiet_libraries()
+    target = export_classifier(run_dir, out_dir)
+    out.print(f"model written to {target} (loads with texttune.load or AutoModelForSequenceClassification)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     try:

@@ -211,6 +211,12 @@ class ExperimentBase(Section):
     name: str = Field("experiment", description="Run name, used in the run directory name.")
     seed: int = Field(42, description="Seed of model initialisation and data order.")
     output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
+    init_from: Path | None = Field(
+        None,
+        description="A previous run directory to start from (transfer): its encoder, tokenizer and pooling; the "
+        "head too when the label sets match, else a new head. model.max_length still applies; the rest of "
+        "model is ignored.",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 

@@ -126,7 +126,12 @@ def build(config: ExperimentBase, ds: TextDataset):
     from texttune.strategies import apply_strategy
 
     torch.manual_seed(config.seed)  # the head's initialisation depends on the seed only
-    model, tokenizer = build_model(config.model, ds.label_names, train_texts=ds.splits["train"]["text"])
+    if config.init_from is not None:
+        from texttune.models.transfer import build_from_run
+
+        model, tokenizer = build_from_run(config.init_from, ds.label_names, config.model.max_length)
+    else:
+        model, tokenizer = build_model(config.model, ds.label_names, train_texts=ds.splits["train"]["text"])
     model = apply_strategy(model, config.strategy)
     if not any(p.requires_grad for p in model.head.parameters()):
         raise TexttuneError(f"strategy '{config.strategy.name}' froze the head: nothing would learn the labels")
@@ -193,14 +198,16 @@ def peak_memory_mb() -> float:
 
 
 def save(model, tokenizer, run_dir: Path, temperature: float | None) -> float:
-    """The model in Hugging Face format (safetensors + tokenizer + id2label); returns its size in MB."""
+    """The model in Hugging Face format (safetensors + tokenizer + id2label; only the trained tensors
+    when the frozen ones come back from a base, see models/saving.py); returns its size in MB."""
+    from texttune.models.saving import save_classifier
+
     target = run_dir / "model"
     tmp = run_dir / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     # Not "temperature": transformers reads that name as a text-generation setting.
     model.config.texttune_temperature = temperature
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    save_classifier(model, tokenizer, tmp)
     os.replace(tmp, target)
     return round(sum(f.stat().st_size for f in target.rglob("*") if f.is_file()) / 2**20, 3)
 
@@ -229,6 +236,7 @@ def run_experiment(
 ) -> RunResult:
     """Train and evaluate one experiment; ``resume`` continues an interrupted run directory."""
     from texttune.training.callbacks import ProgressCallback
+    from texttune.models.saving import saves_trained_only
     from texttune.training.loop import Trainer
 
     quiet_libraries()
@@ -270,6 +278,7 @@ def run_experiment(
         "wall_time_s": round(time.perf_counter() - started, 3),
         "peak_memory_mb": peak_memory_mb(),
         "checkpoint_size_mb": size_mb,
+        "checkpoint": "trained tensors + base reference" if saves_trained_only(unwrapped) else "whole model",
         "tokenization": token_stats,
         "temperature": metrics.get("temperature"),
     })

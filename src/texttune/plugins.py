@@ -13,8 +13,11 @@ import texttune.models.pretrained  # noqa: F401
 import texttune.models.rnn  # noqa: F401
 import texttune.models.scratch  # noqa: F401
 import texttune.models.transformer  # noqa: F401
+import texttune.strategies.adapters  # noqa: F401
 import texttune.strategies.bitfit  # noqa: F401
 import texttune.strategies.full  # noqa: F401
 import texttune.strategies.linear_probe  # noqa: F401
+import texttune.strategies.lora  # noqa: F401
 import texttune.strategies.partial  # noqa: F401
+import texttune.strategies.prefix  # noqa: F401
 import texttune.strategies.scratch  # noqa: F401

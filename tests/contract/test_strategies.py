@@ -76,6 +76,43 @@ def test_save_load_gives_identical_logits(strategy, kind, tiny_model_dir, tmp_pa
                            loaded(input_ids=ids, attention_mask=mask).logits)
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
+def test_trained_encoder_parameters_act_in_inference_mode(strategy, kind, tiny_model_dir):
+    # PyTorch's fused Transformer inference path reads weights directly: LoRA, adapters or prefixes
+    # it bypassed would train but never predict. Every trainable encoder tensor must reach the output.
+    model, tokenizer = build(kind, strategy, tiny_model_dir)
+    model.eval()
+    ids, mask, _ = batch(tokenizer)
+    encoder_trainable = [p for p in model.encoder.parameters() if p.requires_grad]
+    if not encoder_trainable:
+        pytest.skip(f"{strategy} trains no encoder parameter")
+    with torch.inference_mode():
+        before = model(input_ids=ids, attention_mask=mask).logits
+    with torch.no_grad():
+        for p in encoder_trainable:
+            p.add_(0.5 * torch.randn_like(p))
+    with torch.inference_mode():
+        after = model(input_ids=ids, attention_mask=mask).logits
+    assert not torch.allclose(before, after)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
+def test_padding_does_not_change_a_texts_logits(strategy, kind, tiny_model_dir):
+    # Prefixes extend the attention mask: a short text alone and padded in a batch must agree.
+    model, tokenizer = build(kind, strategy, tiny_model_dir)
+    model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+        alone = tokenizer(TEXTS[:1], return_tensors="pt")
+        padded = tokenizer(TEXTS[:2], padding=True, return_tensors="pt")
+        assert padded["attention_mask"][0].sum() < padded["attention_mask"].shape[1]  # text 0 is padded
+        one = model(input_ids=alone["input_ids"], attention_mask=alone["attention_mask"]).logits[0]
+        two = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits[0]
+    torch.testing.assert_close(one, two, atol=1e-5, rtol=1e-4)
+
+
 def count(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -102,6 +139,51 @@ def test_trainable_counts(tiny_model_dir):
     bert_head = 32 * 2 + 2
     assert count(build("bert", "linear_probe", tiny_model_dir)[0]) == bert_head
     assert count(build("bert", "partial", tiny_model_dir, ("strategy.num_layers=1",))[0]) == bert_layer + bert_head
+
+
+def test_trainable_counts_of_added_modules(tiny_model_dir):
+    head, norms = 16 * 2 + 2, 2 * 2 * (16 + 16) + (16 + 16)  # 2 layers x 2 LayerNorms + the final one
+    adapter = (16 * 4 + 4) + (4 * 16 + 16)  # bottleneck 4: down + up
+    assert count(build("transformer", "adapters", tiny_model_dir, ("strategy.bottleneck=4",))[0]) \
+        == 2 * 2 * adapter + norms + head
+    assert count(build("transformer", "adapters", tiny_model_dir,
+                       ("strategy.bottleneck=4", "strategy.placement=pfeiffer",
+                        "strategy.train_layer_norms=false"))[0]) == 2 * adapter + head
+    # LoRA rank 2 on attention (in-projection 16 -> 48, out-projection 16 -> 16) and the FFN (16 -> 32 -> 16).
+    attention = (2 * 16 + 48 * 2) + (2 * 16 + 16 * 2)
+    ffn = (2 * 16 + 32 * 2) + (2 * 32 + 16 * 2)
+    assert count(build("transformer", "lora", tiny_model_dir, ("strategy.rank=2",))[0]) == 2 * (attention + ffn) + head
+    assert count(build("transformer", "prefix", tiny_model_dir, ("strategy.prefix_length=5",))[0]) == 5 * 16 + head
+    assert count(build("transformer", "prefix", tiny_model_dir,
+                       ("strategy.prefix_length=5", "strategy.mode=deep"))[0]) == 2 * 2 * 5 * 16 + head
+    assert count(build("transformer", "prefix", tiny_model_dir, ("strategy.prefix_length=null",))[0]) == head
+    bert_head = 32 * 2 + 2
+    # BERT: PEFT's default targets query and value (32 -> 32), rank 2.
+    assert count(build("bert", "lora", tiny_model_dir, ("strategy.rank=2",))[0]) \
+        == 2 * 2 * (2 * 32 + 32 * 2) + bert_head
+    assert count(build("bert", "prefix", tiny_model_dir, ("strategy.prefix_length=3", "strategy.mode=deep"))[0]) \
+        == 2 * 2 * 3 * 32 + bert_head
+
+
+def test_lora_on_a_cnn_adapts_its_convolutions(tiny_model_dir):
+    config = load_config(None, ["model.name=cnn", "model.embedding_dim=8", "model.num_filters=4",
+                                "model.kernel_sizes=[2,3]", "strategy.name=lora", "strategy.rank=2"])
+    model, tokenizer = build_model(config.model, ["neg", "pos"], train_texts=TEXTS)
+    model = apply_strategy(model, config.strategy)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {f"encoder.convs.{i}.lora_{ab}.default.weight" for i in (0, 1) for ab in "AB"} \
+        | {f"head.{n}" for n, _ in model.head.named_parameters()}
+    ids, mask, _ = batch(tokenizer)
+    assert model(input_ids=ids, attention_mask=mask).logits.shape == (8, 2)
+
+
+def test_unknown_lora_target_and_adapters_on_a_cnn_are_clear_errors(tiny_model_dir):
+    with pytest.raises(TexttuneError, match="strategy.targets: 'nosuch' names no Linear"):
+        build("bert", "lora", tiny_model_dir, ("strategy.targets=[nosuch]",))
+    config = load_config(None, ["model.name=cnn", "strategy.name=adapters"])
+    model, _ = build_model(config.model, ["neg", "pos"], train_texts=TEXTS)
+    with pytest.raises(TexttuneError, match="strategy 'adapters' needs an attention encoder"):
+        apply_strategy(model, config.strategy)
 
 
 def test_partial_with_more_layers_than_the_encoder_has_is_a_clear_error(tiny_model_dir):

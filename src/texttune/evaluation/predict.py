@@ -38,15 +38,15 @@ class Predictor:
 
     @classmethod
     def from_path(cls, path: str | Path, device: str | None = None) -> Predictor:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        import texttune.plugins  # noqa: F401  (registers the architecture and encoders)
         from texttune.experiment import quiet_libraries
+        from texttune.models.saving import load_classifier
 
         quiet_libraries()
         folder = model_dir_of(path)
+        model = load_classifier(folder)
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(folder)
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError) as err:
             raise TexttuneError(f"{folder}: cannot load the model ({str(err).splitlines()[0]})") from None

@@ -68,9 +68,12 @@ class TexttuneConfig(PretrainedConfig):
         encoder: dict[str, Any] | None = None,
         pooling: str = "cls",
         head: dict[str, Any] | None = None,
+        strategy: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         self.encoder_type = encoder_type
+        # The strategy that added modules to the encoder (adapters, LoRA, prefixes), rebuilt on load.
+        self.strategy = dict(strategy) if strategy else None
         self.encoder = dict(encoder or {})
         self.pooling = pooling
         self.head = dict(head or {})
@@ -87,6 +90,10 @@ class TexttuneForSequenceClassification(PreTrainedModel):
         super().__init__(config)
         self.encoder = ENCODERS.get(config.encoder_type)(config.encoder)
         self.head = build_head(HeadConfig(**config.head), self.encoder.hidden_size, config.num_labels)
+        if config.strategy:
+            from texttune.strategies import restore_structure
+
+            restore_structure(self, config.strategy)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:

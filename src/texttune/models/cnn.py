@@ -50,7 +50,8 @@ class CNNEncoder(nn.Module):
         dim, filters = int(cfg["embedding_dim"]), int(cfg["num_filters"])
         self.embedding = nn.Embedding(cfg["vocab_size"], dim, padding_idx=self.pad_id)
         self.dropout = nn.Dropout(cfg["dropout"])
-        self.convs = nn.ModuleList(nn.Conv1d(dim, filters, k, padding=k - 1) for k in cfg["kernel_sizes"])
+        self.kernel_sizes = [int(k) for k in cfg["kernel_sizes"]]  # kept here: LoRA may wrap the convs
+        self.convs = nn.ModuleList(nn.Conv1d(dim, filters, k, padding=k - 1) for k in self.kernel_sizes)
         self.hidden_size = filters * len(self.convs)
         self._init()
 
@@ -59,6 +60,7 @@ class CNNEncoder(nn.Module):
         with torch.no_grad():
             self.embedding.weight[self.pad_id].zero_()
         for conv in self.convs:
+            conv = getattr(conv, "base_layer", conv)
             nn.init.kaiming_uniform_(conv.weight, nonlinearity="relu")  # ReLU follows
             nn.init.zeros_(conv.bias)
 
@@ -68,12 +70,11 @@ class CNNEncoder(nn.Module):
         # window reaching past the end must see the same zeros the conv's own padding supplies.
         x = self.embedding(input_ids).transpose(1, 2) * real  # (B, E, T)
         x = self.dropout(x)
-        pooled = [self._max_over_time(conv, x, real) for conv in self.convs]  # each (B, F)
+        pooled = [self._max_over_time(conv, k, x, real) for conv, k in zip(self.convs, self.kernel_sizes)]  # each (B, F)
         return torch.cat(pooled, dim=1)  # (B, K*F)
 
     @staticmethod
-    def _max_over_time(conv: nn.Conv1d, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        k = conv.kernel_size[0]
+    def _max_over_time(conv: nn.Module, k: int, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         out = conv(x)  # (B, F, T+k-1)
         # A window counts if it covers at least one real token; windows of padding alone never win.
         covers_real = F.max_pool1d(F.pad(real, (k - 1, k - 1)), k, stride=1) > 0  # (B, 1, T+k-1)

@@ -45,25 +45,33 @@ def load_tokenizer(path: str | Path):
         raise TexttuneError(f"{path}: cannot load a tokenizer ({str(err).splitlines()[0]})") from None
 
 
-def build_pretrained(cfg: PretrainedModelConfig, label_names: list[str]):
-    """(model, tokenizer): the encoder's pretrained weights + a freshly initialised head."""
+def load_encoder(path: str | Path, attn_implementation: str = "sdpa"):
+    """A pretrained Hugging Face encoder, fp32, without BERT's pooler (texttune pools itself)."""
     import torch
     from transformers import AutoConfig, AutoModel
 
-    from texttune.models.classifier import TexttuneConfig, TexttuneForSequenceClassification
     from texttune.resources import resolve_model_path
 
-    resolved = resolve_model_path(cfg.path)
+    resolved = resolve_model_path(path)
     try:
         encoder_config = AutoConfig.from_pretrained(str(resolved))
         # fp32 master weights whatever the checkpoint's dtype (transformers 5 loads bf16 files as
         # bf16 by default, and AdamW on bf16 weights loses most small updates); autocast does the rest.
-        encoder = AutoModel.from_pretrained(
-            str(resolved), attn_implementation=cfg.attn_implementation, dtype=torch.float32,
+        return AutoModel.from_pretrained(
+            str(resolved), attn_implementation=attn_implementation, dtype=torch.float32,
             **({"add_pooling_layer": False} if encoder_config.model_type == "bert" else {}),
         )
     except OSError as err:
-        raise TexttuneError(f"{cfg.path}: cannot load the model ({str(err).splitlines()[0]})") from None
+        raise TexttuneError(f"{path}: cannot load the model ({str(err).splitlines()[0]})") from None
+
+
+def build_pretrained(cfg: PretrainedModelConfig, label_names: list[str]):
+    """(model, tokenizer): the encoder's pretrained weights + a freshly initialised head."""
+    from texttune.models.classifier import TexttuneConfig, TexttuneForSequenceClassification
+    from texttune.models.saving import weights_fingerprint
+    from texttune.resources import resolve_model_path
+
+    encoder = load_encoder(cfg.path, cfg.attn_implementation)
     config = TexttuneConfig(
         encoder_type="hf",
         encoder=_encoder_dict(encoder.config),
@@ -74,6 +82,10 @@ def build_pretrained(cfg: PretrainedModelConfig, label_names: list[str]):
         label2id={name: i for i, name in enumerate(label_names)},
         base_model=str(cfg.path),
     )
+    # Where the frozen weights of a parameter-efficient run come back from (see models/saving.py).
+    config.texttune_base = {"kind": "pretrained", "path": str(cfg.path),
+                            "attn_implementation": cfg.attn_implementation,
+                            "sha256": weights_fingerprint(resolve_model_path(cfg.path))}
     model = TexttuneForSequenceClassification(config)
     model.encoder.model = encoder  # the pretrained weights replace the randomly built encoder
     return model, load_tokenizer(cfg.path)

@@ -42,6 +42,23 @@ def _check(cfg: dict[str, Any]) -> None:
                             f"by nhead ({cfg['nhead']})")
 
 
+class EncoderLayer(nn.TransformerEncoderLayer):
+    """``nn.TransformerEncoderLayer`` without its fused inference fast path.
+
+    In eval mode without gradients PyTorch runs the layer as one fused kernel that reads the weights
+    directly: it would silently bypass LoRA, adapters and prefixes injected by a strategy, and it
+    treats padding differently from training. Training and inference take this same path.
+    """
+
+    def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):  # (B, T, H)
+        x = src
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal=is_causal)
+            return x + self._ff_block(self.norm2(x))
+        x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal=is_causal))
+        return self.norm2(x + self._ff_block(x))
+
+
 def sinusoidal_table(max_length: int, d_model: int) -> torch.Tensor:
     """Vaswani et al. (2017) positions: (max_length, d_model), sin on even and cos on odd channels."""
     position = torch.arange(max_length, dtype=torch.float32).unsqueeze(1)  # (P, 1)
@@ -72,8 +89,8 @@ class TransformerEncoder(nn.Module):
             # buffers it would otherwise have to recompute.
             self.register_buffer("position_table", sinusoidal_table(self.max_length, d_model))
         self.dropout = nn.Dropout(cfg["dropout"])
-        layer = nn.TransformerEncoderLayer(d_model, cfg["nhead"], cfg["dim_feedforward"], cfg["dropout"],
-                                           batch_first=True, norm_first=bool(cfg["norm_first"]))
+        layer = EncoderLayer(d_model, cfg["nhead"], cfg["dim_feedforward"], cfg["dropout"],
+                              batch_first=True, norm_first=bool(cfg["norm_first"]))
         # Pre-LN leaves the residual stream un-normalised; the final LayerNorm is part of that recipe.
         # The nested-tensor path is off: it only exists for post-LN in eval and returns padding differently.
         self.encoder = nn.TransformerEncoder(layer, cfg["num_layers"], enable_nested_tensor=False,

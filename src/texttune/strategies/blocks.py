@@ -13,6 +13,8 @@ import re
 
 from torch import nn
 
+from texttune.errors import TexttuneError
+
 _RNN_LAYER = re.compile(r"_l(\d+)(_reverse)?$")
 
 
@@ -71,3 +73,26 @@ def set_trainable(model: nn.Module, encoder_names: set[str]) -> None:
         param.requires_grad_(name in encoder_names)
     for param in model.head.parameters():
         param.requires_grad_(True)
+
+
+def transformer_layers(encoder: nn.Module, strategy: str) -> tuple[nn.Module, list[nn.Module]]:
+    """(the module that runs the layer stack, its layers) of an attention encoder, or a clear error."""
+    stack = _layer_list(encoder)
+    if stack is None:
+        kind = type(encoder).__name__
+        raise TexttuneError(f"strategy '{strategy}' needs an attention encoder (transformer or pretrained); "
+                            f"{kind} has no layer stack")
+    prefix, layers = stack
+    owner = prefix.rsplit(".", 1)[0] if "." in prefix else ""
+    return (encoder.get_submodule(owner) if owner else encoder), list(layers)
+
+
+def find_in_layer(layer: nn.Module, candidates: tuple[str, ...], what: str, strategy: str) -> tuple[str, nn.Module]:
+    """The first of ``candidates`` (relative module names) that exists in ``layer``."""
+    for name in candidates:
+        try:
+            return name, layer.get_submodule(name)
+        except AttributeError:
+            continue
+    raise TexttuneError(f"strategy '{strategy}': no {what} found in {type(layer).__name__} "
+                        f"(looked for {', '.join(candidates)})")
