@@ -95,7 +95,11 @@ def build_on_base(config, folder: Path):
         from texttune.models.pretrained import load_encoder
         from texttune.resources import resolve_model_path
 
-        _check_fingerprint(folder, base, resolve_model_path(base["path"]))
+        try:
+            source = resolve_model_path(base["path"])
+        except TexttuneError:
+            source = base["path"]  # gone: _check_fingerprint says so, naming this run
+        _check_fingerprint(folder, base, source)
         model.encoder.model = load_encoder(base["path"], base.get("attn_implementation", "sdpa"))
     elif base["kind"] == "run":
         source_folder = Path(base["path"])
