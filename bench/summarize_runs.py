@@ -34,11 +34,13 @@ def summarize(run_dir: Path) -> dict:
         "run": run_dir.name, "command": env.get("command"), "started": env.get("started"),
         "device": env.get("device"), "git_commit": env.get("git_commit"),
         "dataset": data["name"], "splits": {k: v["rows"] for k, v in data["splits"].items()},
-        "model": config["model"], "strategy": config["strategy"]["name"], "seed": config["seed"],
+        "model": config["model"], "strategy": config["strategy"], "init_from": config.get("init_from"),
+        "seed": config["seed"], "lr": config["train"]["lr"],
         "epochs": metrics["epochs"], "steps": metrics["steps"], "best": metrics["best"],
         "params": metrics["params"], "wall_time_s": metrics["wall_time_s"],
         "train_time_s": metrics["train_time_s"], "train_samples_per_s": metrics["train_samples_per_s"],
         "peak_memory_mb": metrics["peak_memory_mb"],
+        "checkpoint_size_mb": metrics.get("checkpoint_size_mb"), "checkpoint": metrics.get("checkpoint"),
     }
     for split in ("validation", "test"):
         if split in metrics:
@@ -55,7 +57,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--note", default="")
     args = parser.parse_args()
-    result = {"machine": machine(), "note": args.note, "runs": [summarize(r) for r in args.runs]}
+    # The machine that summarised; each run's own device is in its row (a GPU run's host differs).
+    result = {"summarised_on": machine(), "note": args.note, "runs": [summarize(r) for r in args.runs]}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["runs"], indent=1)[:3000])

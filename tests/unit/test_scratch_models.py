@@ -10,6 +10,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import texttune
 from texttune.config import load_config
+from texttune.errors import TexttuneError
 from texttune.experiment import run_experiment
 from texttune.models.registry import build_model
 
@@ -95,3 +96,22 @@ def test_scratch_run_end_to_end_and_predict(toy_csv, tmp_path):
     assert saved["encoder_type"] == "cnn" and saved["encoder"]["num_filters"] == 8
     predictions = texttune.load(result.run_dir).predict(["i loved it , a wonderful film", "awful , boring"])
     assert [p["label"] for p in predictions] == ["pos", "neg"]
+
+
+def test_glove_words_extend_the_vocabulary_after_the_training_words():
+    from texttune.models.glove import load_glove
+
+    cfg = model_cfg("cnn", "model.glove=true", "model.embedding_dim=50", "model.vocab.glove_words=500")
+    model, tokenizer = build_model(cfg, ["a", "b"], train_texts=TRAIN)
+    vocab = tokenizer.get_vocab()
+    train_words = set(" ".join(TRAIN).split())
+    assert max(vocab[w] for w in train_words) < min(i for w, i in vocab.items() if w not in train_words and i > 3)
+    vectors, index = load_glove()
+    added = next(w for w in ("president", "government", "year") if w not in train_words)
+    assert torch.equal(model.encoder.embedding.weight[vocab[added]], torch.from_numpy(vectors[index[added]].copy()))
+    assert len(vocab) == len(set(train_words) | {w for w, i in zip(index, range(500))}) + 4
+
+
+def test_glove_words_need_glove():
+    with pytest.raises(TexttuneError, match="model.vocab.glove_words: .* set model.glove=true"):
+        build_model(model_cfg("cnn", "model.vocab.glove_words=10"), ["a", "b"], train_texts=TRAIN)

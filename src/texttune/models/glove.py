@@ -55,6 +55,12 @@ def load_glove() -> tuple[np.ndarray, dict[str, int]]:
     return matrix, {word: row for row, word in enumerate(words)}
 
 
+def glove_words(count: int) -> list[str]:
+    """GloVe's ``count`` most frequent words (its files list words by decreasing frequency)."""
+    _, index = load_glove()
+    return [word for word, _ in zip(index, range(count))]
+
+
 @functools.cache
 def _glove_std() -> float:
     """The standard deviation of all GloVe values (~0.64): the scale for words GloVe lacks."""

@@ -25,6 +25,11 @@ class VocabConfig(Section):
     strip_html: bool = Field(True, description="Remove HTML tags such as IMDB's <br />.")
     min_freq: int = Field(1, ge=1, description="Words seen fewer times in train become <unk>.")
     max_size: int | None = Field(None, gt=4, description="Vocabulary cap (most frequent first, specials included).")
+    glove_words: int = Field(
+        0, ge=0,
+        description="Also add GloVe's N most frequent words that train lacks (needs glove: true): they keep "
+        "their GloVe vectors, so a model transferred to another domain (init_from) still knows its words.",
+    )
 
 
 class ScratchModelConfig(Section):
@@ -117,9 +122,15 @@ def build_tokenizer(cfg: ScratchModelConfig, train_texts):
     from texttune.models.word_tokenizer import build_word_tokenizer
 
     add_cls = getattr(cfg, "pooling", None) == "cls"
+    extra: list[str] = []
+    if cfg.vocab.glove_words:
+        from texttune.models.glove import glove_words
+
+        extra = glove_words(cfg.vocab.glove_words)
     return build_word_tokenizer(
         train_texts, lowercase=cfg.vocab.lowercase, strip_html=cfg.vocab.strip_html,
         min_freq=cfg.vocab.min_freq, max_size=cfg.vocab.max_size, add_cls=add_cls, max_length=cfg.max_length,
+        extra_words=extra,
     )
 
 
@@ -130,6 +141,9 @@ def build_scratch(cfg: ScratchModelConfig, label_names: list[str], train_texts=N
 
     if train_texts is None and cfg.tokenizer == "word":
         raise TexttuneError(f"model '{cfg.name}' builds its vocabulary from the training texts; none given")
+    if cfg.vocab.glove_words and not cfg.glove:
+        raise TexttuneError("model.vocab.glove_words: the added words only mean something with GloVe vectors; "
+                            "set model.glove=true")
     if cfg.glove and (getattr(cfg, "embedding_dim", None) or 50) != 50:
         raise TexttuneError(f"model.embedding_dim: GloVe 6B vectors offline are 50-dimensional; "
                             f"set model.embedding_dim=50 (got {cfg.embedding_dim})")

@@ -105,12 +105,13 @@ def build_word_tokenizer(
     max_size: int | None = None,
     add_cls: bool = False,
     max_length: int | None = None,
+    extra_words: Iterable[str] = (),
 ) -> PreTrainedTokenizerFast:
     """Count the words of ``texts`` (the training split only) and wrap a WordLevel tokenizer.
 
     ``max_size`` caps the whole vocabulary, the four special tokens included (it is the embedding
     table's row count); ``min_freq`` drops words seen fewer times. ``max_length`` becomes
-    ``model_max_length``.
+    ``model_max_length``. ``extra_words`` are appended after the training words (those it lacks).
     """
     if min_freq < 1:
         raise ValueError(f"min_freq must be >= 1, got {min_freq}")
@@ -128,6 +129,12 @@ def build_word_tokenizer(
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer=trainer)
+    extra = list(extra_words)
+    if extra:
+        vocab = backend.get_vocab()
+        for word in extra:
+            vocab.setdefault(word, len(vocab))
+        backend.model = WordLevel(vocab=vocab, unk_token=UNK)
     backend.post_processor = build_post_processor(add_cls)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,

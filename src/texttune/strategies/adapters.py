@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
+from texttune.errors import TexttuneError
 from texttune.strategies import StrategyConfig, freeze_encoder_except, register
 from texttune.strategies.blocks import find_in_layer, layer_norm_names, transformer_layers
 
@@ -37,6 +38,11 @@ class AdaptersConfig(StrategyConfig):
     )
     activation: Literal["gelu", "relu", "tanh"] = Field("gelu", description="Non-linearity inside the adapter.")
     train_layer_norms: bool = Field(True, description="Also train the encoder's LayerNorms (as Houlsby et al.).")
+    embeddings: bool = Field(
+        False,
+        description="Also an adapter on the embedding output, before the first layer: it re-maps token "
+        "vectors for a new domain (as MAD-X's invertible adapters), which layer adapters cannot.",
+    )
 
 
 class Adapter(nn.Module):
@@ -65,12 +71,31 @@ def _run_adapter(module: nn.Module, args, output):
 def inject_adapters(model, cfg: AdaptersConfig):
     _, layers = transformer_layers(model.encoder, "adapters")
     where = (FFN_OUTPUT,) if cfg.placement == "pfeiffer" else (ATTENTION_OUTPUT, FFN_OUTPUT)
+    if cfg.embeddings:
+        _add_adapter(_embedding_output(model.encoder), model.encoder.hidden_size, cfg)
     for layer in layers:
         for candidates in where:
             _, module = find_in_layer(layer, candidates, "attention/feed-forward output", "adapters")
-            module.add_module("adapter", Adapter(model.encoder.hidden_size, cfg.bottleneck, cfg.activation))
-            module.register_forward_hook(_run_adapter)
+            _add_adapter(module, model.encoder.hidden_size, cfg)
     return model
+
+
+def _add_adapter(module: nn.Module, hidden_size: int, cfg: AdaptersConfig) -> None:
+    module.add_module("adapter", Adapter(hidden_size, cfg.bottleneck, cfg.activation))
+    module.register_forward_hook(_run_adapter)
+
+
+def _embedding_output(encoder: nn.Module) -> nn.Module:
+    """The module whose output enters the first layer: BERT's ``embeddings`` (after its LayerNorm), or
+    the from-scratch Transformer's projection to d_model."""
+    inner = getattr(encoder, "model", None)
+    if inner is not None and hasattr(inner, "embeddings"):
+        return inner.embeddings
+    project = getattr(encoder, "project", None)
+    if isinstance(project, nn.Linear):
+        return project
+    raise TexttuneError("strategy.embeddings: this encoder has no embedding output to adapt "
+                        "(a from-scratch Transformer needs embedding_dim different from d_model)")
 
 
 @register("adapters", AdaptersConfig, inject=inject_adapters)
