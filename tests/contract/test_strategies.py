@@ -197,3 +197,14 @@ def test_scratch_reinitialises_pretrained_weights(tiny_model_dir):
     name = "encoder.model.encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(dict(full.named_parameters())[name], dict(scratch.named_parameters())[name])
     assert count(scratch) == count(full)
+
+
+def test_an_embedding_adapter_adapts_the_token_vectors(tiny_model_dir):
+    adapter = (16 * 4 + 4) + (4 * 16 + 16)
+    head, norms = 16 * 2 + 2, 2 * 2 * (16 + 16) + (16 + 16)
+    model, tokenizer = build("transformer", "adapters", tiny_model_dir,
+                             ("model.embedding_dim=8", "strategy.bottleneck=4", "strategy.embeddings=true"))
+    assert count(model) == 5 * adapter + norms + head  # 2 per layer + 1 after the input projection
+    assert model.encoder.project.adapter.up.weight.requires_grad
+    with pytest.raises(TexttuneError, match="strategy.embeddings: this encoder has no embedding output"):
+        build("transformer", "adapters", tiny_model_dir, ("strategy.embeddings=true",))
