@@ -172,9 +172,10 @@ def final_evaluation(trainer, encoded: dict[str, Encoded], ds: TextDataset, cali
         validation["calibrated"] = calibrated_from_logits(logits, labels, ds.label_names, temperature)
     out["validation"] = validation
     if "test" in encoded and len(encoded["test"]):
-        test, _ = evaluate(trainer.model, encoded["test"], temperature=temperature, **args)
+        test, logits = evaluate(trainer.model, encoded["test"], temperature=temperature, collect_logits=True, **args)
         test.pop("worst", None)
         out["test"] = test
+        out["_test_logits"] = logits
     out["temperature"] = temperature
     return out
 
@@ -266,6 +267,11 @@ def run_experiment(
         raise
     state = trainer.fit(resume=resume is not None)
     metrics = final_evaluation(trainer, encoded, ds, config.train.calibrate)
+    test_logits = metrics.pop("_test_logits", None)
+    if test_logits is not None:  # per-example outcomes: confidence intervals and paired tests (compare)
+        atomic_write_json(run_dir / "test_predictions.json", {
+            "rows": encoded["test"].rows.tolist(), "labels": encoded["test"].labels.tolist(),
+            "predicted": test_logits.argmax(dim=-1).tolist()})
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     size_mb = save(unwrapped, tokenizer, run_dir, metrics.get("temperature"))
     metrics.update({

@@ -175,7 +175,7 @@ def test_run_directory_holds_exactly_the_record(finished, runs_dir):
     assert top == {
         "config.yaml", "environment.json", "data.json", "data_checks.json", "labels.json", "metrics.jsonl",
         "metrics.json", "model", "learning_curves.png", "confusion_matrix.png", "reliability.png",
-        "report.html",
+        "report.html", "test_predictions.json",
     }  # in particular no checkpoints/ (train.keep_checkpoints is false)
     model_files = {p.name for p in (run_dir / "model").iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer_config.json"} <= model_files
@@ -528,3 +528,10 @@ def test_load_errors_are_texttune_errors(tmp_path):
 
     with pytest.raises(TexttuneError, match="no such run directory"):
         texttune.load(tmp_path / "nope")
+
+
+def test_test_predictions_record_every_test_example(finished):
+    record = json.loads((finished.run_dir / "test_predictions.json").read_text(encoding="utf-8"))
+    assert len(record["rows"]) == len(record["labels"]) == len(record["predicted"]) == len(TOY_ROWS)
+    accuracy = sum(p == y for p, y in zip(record["predicted"], record["labels"])) / len(TOY_ROWS)
+    assert accuracy == pytest.approx(finished.metrics["test"]["accuracy"])
