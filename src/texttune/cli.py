@@ -31,6 +31,8 @@ config_app = typer.Typer(help="Show and validate experiment configs.", no_args_i
 data_app = typer.Typer(help="List, inspect and check datasets.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
+runs_app = typer.Typer(help="List finished runs and compare any of them.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -305,6 +307,60 @@ def export(
     quiet_libraries()
     target = export_classifier(run_dir, out_dir)
     out.print(f"model written to {target} (loads with texttune.load or AutoModelForSequenceClassification)")
+
+
+@app.command()
+def compare(
+    spec: Annotated[Path, typer.Argument(help="Comparison spec (YAML): base config, axes, seeds, stages.")],
+) -> None:
+    """Run a matrix of experiments on equal terms (resuming a previous attempt) and rank them."""
+    from texttune.compare import run_comparison
+    from texttune.reports.leaderboard import markdown
+
+    try:
+        root, board = run_comparison(spec)
+    except KeyboardInterrupt:
+        err.print(f"interrupted; rerun texttune compare {spec} to keep finished cells and resume the rest")
+        raise typer.Exit(130) from None
+    out.print(markdown(board), markup=False)
+    out.print(f"leaderboard: {root / 'leaderboard.md'}  report: {root / 'comparison.html'}")
+
+
+@runs_app.command("list")
+def runs_list(
+    folder: Annotated[Path, typer.Argument(help="Folder holding run directories.")] = Path("runs"),
+) -> None:
+    """Every run directory under FOLDER: dataset, model, strategy, score, status."""
+    from texttune.compare import describe_run, find_runs
+
+    table = Table(title=f"runs under {folder}")
+    table.add_column("run", overflow="fold")
+    for column in ("dataset", "model", "strategy", "score", "trainable %", "wall s", "status"):
+        table.add_column(column, no_wrap=column in ("score", "status"))
+    for run in find_runs(folder):
+        row = describe_run(run)
+        score = f"{row['split']} {row['accuracy']:.4f}" if "accuracy" in row else "—"
+        pct = f"{row['trainable_pct']:.2f}" if row.get("trainable_pct") is not None else "—"
+        wall = f"{row['wall_time_s']:.0f}" if row.get("wall_time_s") is not None else "—"
+        table.add_row(escape(str(run.relative_to(folder))), escape(str(row["dataset"])), escape(str(row["model"])),
+                      escape(str(row["strategy"])), score, pct, wall, row["status"])
+    out.print(table)
+
+
+@runs_app.command("compare")
+def runs_compare(
+    runs: Annotated[list[Path], typer.Argument(help="Finished run directories (same test data).")],
+    baseline: Annotated[Optional[str], typer.Option(help="Run name the others are tested against.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="New folder for leaderboard files and comparison.html.")] = None,
+) -> None:
+    """A leaderboard of existing runs (runs with the same name are seeds of one cell)."""
+    from texttune.compare import compare_runs
+    from texttune.reports.leaderboard import markdown
+
+    board = compare_runs(list(runs), baseline, output)
+    out.print(markdown(board), markup=False)
+    if output is not None:
+        out.print(f"report: {output / 'comparison.html'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,336 @@
+"""``texttune compare SPEC.yaml``: a matrix of runs on equal terms, and its leaderboard.
+
+A spec names a base config, overrides for every cell (``set``), axes and seeds; cells are the cartesian
+product of the axes' values, run once per seed. Every cell is an ordinary run directory under one
+comparison directory, so the splits, the budget (epochs or steps, early stopping) and the evaluation
+cadence are those of the base config for all of them: only what the axes name differs. Stages make a
+pipeline: a later stage refers to an earlier stage's run with ``"{stage:NAME}"`` (e.g. in
+``init_from``). Rerunning a spec keeps finished cells and resumes interrupted ones.
+
+    name: trec-strategies
+    base: ../quickstart.yaml        # relative to the spec
+    set: {train.epochs: 1}
+    seeds: [1, 2]
+    baseline: full
+    axes:
+      strategy:                     # a named axis: label -> overrides
+        full: {strategy.name: full}
+        lora: {strategy.name: lora, train.lr: 1.0e-3}
+      model.pooling: [cls, mean]    # a config key: its values are the labels
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from texttune.config import (
+    ConfigError, ExperimentBase, Section, _nest, _read_with_extends, deep_merge, format_validation_error,
+    validate_config,
+)
+from texttune.errors import TexttuneError
+
+log = logging.getLogger("texttune")
+REFERENCE = re.compile(r"^\{stage:([A-Za-z0-9_.-]+)\}$")
+Axis = list[Any] | dict[str, dict[str, Any]]
+
+
+class StageSpec(Section):
+    name: str = Field(description="Stage name; later stages refer to its run as {stage:NAME}.")
+    base: Path | None = Field(None, description="Config file of this stage; default: the spec's base.")
+    set: dict[str, Any] = Field(default_factory=dict, description="Overrides of every cell of this stage.")
+    axes: dict[str, Axis] = Field(default_factory=dict, description="Axes of this stage (see the spec's axes).")
+    seeds: list[int] | None = Field(None, description="Seeds of this stage; default: the spec's seeds.")
+
+
+class CompareSpec(Section):
+    name: str = Field(description="Comparison name: its directory is <output_dir>/<name>.")
+    base: Path | None = Field(None, description="Base config file (relative to the spec).")
+    set: dict[str, Any] = Field(default_factory=dict, description="Overrides applied to every cell (dotted keys).")
+    axes: dict[str, Axis] = Field(
+        default_factory=dict,
+        description="Axes: a config key with a list of values, or a name with {label: {key: value}} overrides.",
+    )
+    seeds: list[int] = Field([42], min_length=1, description="Every cell runs once per seed.")
+    stages: list[StageSpec] = Field(default_factory=list, description="A pipeline of stages; default: one stage.")
+    baseline: str | None = Field(None, description="Cell of the last stage the others are tested against.")
+    metric: Literal["accuracy", "f1_macro", "f1_micro", "f1_weighted", "f1"] = Field(
+        "accuracy", description="Leaderboard score (confidence intervals and tests for accuracy).")
+    split: Literal["test", "validation"] = Field("test", description="Split the leaderboard scores.")
+    output_dir: Path | None = Field(None, description="Parent of the comparison directory; default: the base's.")
+
+    @field_validator("stages")
+    @classmethod
+    def _unique(cls, stages: list[StageSpec]) -> list[StageSpec]:
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        return stages
+
+
+@dataclass
+class Cell:
+    stage: str
+    name: str  # the axes' labels joined by "+" ("main" for a stage without axes)
+    seed: int
+    axes: dict[str, str]
+    overrides: dict[str, Any]
+    base: Path | None
+    config: ExperimentBase | None = None
+
+    @property
+    def folder_name(self) -> str:
+        return f"{self.name}-seed{self.seed}"
+
+
+def load_spec(path: Path) -> CompareSpec:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise TexttuneError(f"{path}: cannot read the spec ({err.strerror or err})") from None
+    except yaml.YAMLError as err:
+        raise TexttuneError(f"{path}: invalid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise TexttuneError(f"{path}: a spec is a mapping (name, base, axes, seeds, ...)")
+    try:
+        return CompareSpec.model_validate(data)
+    except ValidationError as err:
+        # Every key of the spec comes from the spec file: errors read "axes.x: ... in SPEC.yaml".
+        origins = {".".join(str(p) for p in item["loc"][:i]): str(path)
+                   for item in err.errors() for i in range(1, len(item["loc"]) + 1)}
+        raise ConfigError(format_validation_error(err, CompareSpec, origins)) from None
+
+
+def _axis_entries(name: str, axis: Axis) -> list[tuple[str, dict[str, Any], str]]:
+    """(label, overrides, where) for each value of an axis."""
+    if isinstance(axis, list):
+        return [(str(value), {name: value}, f"axes.{name}") for value in axis]
+    return [(label, dict(overrides or {}), f"axes.{name}.{label}") for label, overrides in axis.items()]
+
+
+def expand(spec: CompareSpec, spec_path: Path) -> list[list[Cell]]:
+    """Every cell of every stage, each config validated (nothing runs before all are valid)."""
+    stages = spec.stages or [StageSpec(name="main", axes=spec.axes)]
+    out: list[list[Cell]] = []
+    for stage in stages:
+        base = stage.base or spec.base
+        base = (spec_path.parent / base) if base is not None else None
+        axes = [_axis_entries(name, axis) for name, axis in stage.axes.items()]
+        cells = []
+        for combo in itertools.product(*axes) if axes else [()]:
+            label = "+".join(entry[0] for entry in combo) or "main"
+            overrides = {**spec.set, **stage.set}
+            for _, entry_overrides, _ in combo:
+                overrides.update(entry_overrides)
+            wheres = ", ".join(entry[2] for entry in combo) or "set"
+            for seed in stage.seeds or spec.seeds:
+                cell = Cell(stage.name, label, seed, {n: e[0] for n, e in zip(stage.axes, combo)},
+                            {**overrides, "seed": seed}, base)
+                cell.config = cell_config(cell, f"{spec_path} ({stage.name}: {wheres})")
+                cells.append(cell)
+        out.append(cells)
+    _check_references(out, spec_path)
+    return out
+
+
+def cell_config(cell: Cell, where: str, references: dict[str, str] | None = None) -> ExperimentBase:
+    """The cell's config: base file ← overrides; errors name the key and the spec entry that set it."""
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if cell.base is not None:
+        data, file_origins = _read_with_extends(cell.base)
+        merged = deep_merge(merged, data)
+        origins.update({k: str(v) for k, v in file_origins.items()})
+    for key, value in cell.overrides.items():
+        if references and isinstance(value, str) and REFERENCE.match(value):
+            value = references[REFERENCE.match(value).group(1)]
+        path = key.split(".")
+        merged = deep_merge(merged, _nest(path, value))
+        for i in range(1, len(path) + 1):
+            origins[".".join(path[:i])] = where
+    return validate_config(merged, origins)
+
+
+def _check_references(stages: list[list[Cell]], spec_path: Path) -> None:
+    seen: set[str] = set()
+    for cells in stages:
+        for cell in cells:
+            for key, value in cell.overrides.items():
+                match = REFERENCE.match(value) if isinstance(value, str) else None
+                if match and match.group(1) not in seen:
+                    raise TexttuneError(f"{spec_path}: {key}: {value} names no earlier stage "
+                                        f"(earlier: {sorted(seen) or 'none'})")
+        seen.add(cells[0].stage)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def comparison_dir(spec: CompareSpec, spec_path: Path, stages: list[list[Cell]]) -> Path:
+    """``<output_dir>/<name>``: created with a copy of the spec, or reused to resume the same spec."""
+    parent = spec.output_dir or stages[-1][0].config.output_dir
+    folder = Path(parent) / spec.name
+    text = spec_path.read_text(encoding="utf-8")
+    saved = folder / "spec.yaml"
+    if folder.exists():
+        if not saved.is_file() or saved.read_text(encoding="utf-8") != text:
+            raise TexttuneError(f"{folder}: holds a different comparison (its spec.yaml differs from {spec_path}); "
+                                "rename the spec's name or set output_dir")
+        return folder
+    from texttune.io import atomic_write_text
+
+    folder.mkdir(parents=True)
+    atomic_write_text(saved, text)
+    return folder
+
+
+def finished_run(folder: Path) -> Path | None:
+    runs = sorted(p for p in folder.glob("*") if (p / "metrics.json").is_file()) if folder.is_dir() else []
+    return runs[-1] if runs else None
+
+
+def resumable_run(folder: Path) -> Path | None:
+    runs = sorted(p for p in folder.glob("*") if (p / "checkpoints" / "last" / "trainer_state.json").is_file()
+                  and not (p / "metrics.json").is_file()) if folder.is_dir() else []
+    return runs[-1] if runs else None
+
+
+def run_cell(cell: Cell, folder: Path, references: dict[str, str], where: str, callbacks=None) -> Path:
+    """The cell's finished run: kept if it exists, resumed if interrupted after a checkpoint, else run."""
+    from texttune.experiment import run_experiment
+
+    done = finished_run(folder)
+    if done is not None:
+        log.info("%s/%s: finished earlier, kept (%s)", cell.stage, cell.folder_name, done)
+        return done
+    partial = resumable_run(folder)
+    if partial is not None:
+        log.info("%s/%s: resuming %s", cell.stage, cell.folder_name, partial)
+        return run_experiment(resume=partial, callbacks=callbacks).run_dir
+    config = cell_config(cell, where, references)
+    config = config.model_copy(update={"output_dir": folder, "name": cell.folder_name})
+    return run_experiment(config, callbacks=callbacks).run_dir
+
+
+def run_comparison(spec_path: str | Path, callbacks=None) -> tuple[Path, dict[str, Any]]:
+    """Run (or resume) every cell of the spec, then write the leaderboard, charts and comparison.html."""
+    spec_path = Path(spec_path)
+    spec = load_spec(spec_path)
+    stages = expand(spec, spec_path)
+    root = comparison_dir(spec, spec_path, stages)
+    references: dict[str, str] = {}
+    finished: dict[tuple[str, str], list[tuple[int, Path]]] = {}
+    for cells in stages:
+        for cell in cells:
+            folder = root / "cells" / cell.stage / cell.folder_name
+            run = run_cell(cell, folder, _references_for(cell, references), f"{spec_path} ({cell.stage})", callbacks)
+            finished.setdefault((cell.stage, cell.name), []).append((cell.seed, run))
+            references.setdefault(f"{cell.stage}@{cell.seed}", str(run))
+            references.setdefault(cell.stage, str(run))
+    board = leaderboard(spec, stages, finished, root)
+    return root, board
+
+
+def _references_for(cell: Cell, references: dict[str, str]) -> dict[str, str]:
+    """{stage} → the run of that stage with the same seed when it ran with this seed, else its first run."""
+    out = dict(references)
+    for key, value in references.items():
+        if key.endswith(f"@{cell.seed}"):
+            out[key.rsplit("@", 1)[0]] = value
+    return out
+
+
+def leaderboard(spec: CompareSpec, stages: list[list[Cell]], finished, root: Path) -> dict[str, Any]:
+    """Cells of the last stage, and of earlier stages scored on the same test data (e.g. baselines)."""
+    from texttune.reports.comparison import render_comparison
+    from texttune.reports.leaderboard import CellRuns, build_board, write_board
+
+    last = stages[-1]
+    target = _test_fingerprint(finished[(last[0].stage, last[0].name)][0][1])
+    cells = []
+    for group in stages:
+        for name in dict.fromkeys(c.name for c in group):
+            runs = finished[(group[0].stage, name)]
+            if group is not last and _test_fingerprint(runs[0][1]) != target:
+                continue  # another task (a transfer source): not on this leaderboard
+            cell = next(c for c in group if c.name == name)
+            label = name if group is last else f"{group[0].stage}:{name}"
+            cells.append(CellRuns(label, [r for _, r in runs], cell.axes, cell.stage, [s for s, _ in runs]))
+    board = build_board(spec.name, cells, root, spec.metric, spec.split, spec.baseline)
+    write_board(board, root)
+    render_comparison(board, root)
+    return board
+
+
+def _test_fingerprint(run: Path) -> str | None:
+    import json
+
+    data = json.loads((run / "data.json").read_text(encoding="utf-8"))
+    split = data["splits"].get("test") or data["splits"].get("validation") or {}
+    return split.get("fingerprint")
+
+
+# --------------------------------------------------------------------------- existing runs
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """Run directories under ``folder`` (any depth: comparison cells too), oldest first by name."""
+    if not folder.is_dir():
+        raise TexttuneError(f"{folder}: no such folder")
+    return sorted((p.parent for p in folder.rglob("environment.json") if (p.parent / "config.yaml").is_file()),
+                  key=lambda p: p.name)
+
+
+def describe_run(run: Path) -> dict[str, Any]:
+    """One line of ``texttune runs list``."""
+    import json
+
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    row: dict[str, Any] = {"run": str(run), "name": config.get("name"),
+                           "dataset": (config.get("data") or {}).get("dataset") or "(files)",
+                           "model": (config.get("model") or {}).get("name"),
+                           "strategy": (config.get("strategy") or {}).get("name"), "status": "unfinished"}
+    if (run / "metrics.json").is_file():
+        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+        split = "test" if "test" in metrics else "validation"
+        row.update(status="finished", split=split, accuracy=metrics[split]["accuracy"],
+                   trainable_pct=metrics.get("params", {}).get("trainable_pct"),
+                   wall_time_s=metrics.get("wall_time_s"))
+    elif (run / "checkpoints" / "last" / "trainer_state.json").is_file():
+        row["status"] = "resumable"
+    return row
+
+
+def compare_runs(runs: list[Path], baseline: str | None = None, output: Path | None = None,
+                 metric: str = "accuracy") -> dict[str, Any]:
+    """A leaderboard of finished runs; runs sharing a config name (seeds of one setting) form one cell."""
+    from texttune.reports.leaderboard import CellRuns, build_board, write_board
+
+    groups: dict[str, list[Path]] = {}
+    for run in runs:
+        if not (run / "metrics.json").is_file():
+            raise TexttuneError(f"{run}: not a finished run (no metrics.json)")
+        name = (yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}).get("name") or run.name
+        groups.setdefault(name, []).append(run)
+    split = "test" if all("test" in describe_run(r).get("split", "") for r in runs) else "validation"
+    fingerprints = {_test_fingerprint(r) for r in runs}
+    if len(fingerprints) > 1:
+        log.warning("the runs were not evaluated on the same %s data: scores are not comparable", split)
+    root = output if output is not None else Path.cwd()
+    board = build_board("runs", [CellRuns(n, rs) for n, rs in groups.items()], root, metric, split, baseline)
+    if output is not None:
+        from texttune.reports.comparison import render_comparison
+
+        if output.exists():
+            raise TexttuneError(f"{output}: already exists; give a new folder")
+        output.mkdir(parents=True)
+        write_board(board, output)
+        render_comparison(board, output)
+    return board

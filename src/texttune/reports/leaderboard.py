@@ -1,0 +1,172 @@
+"""The leaderboard of a comparison: one row per cell (its seeds pooled), from finished run directories.
+
+Per cell: mean ± std of the metric over seeds, a 95% bootstrap interval over test examples, a paired
+test against the baseline cell, trainable parameters, wall time, peak memory, checkpoint size, and the
+validation curves of its runs. Written as JSON (the input of the charts and comparison.html),
+Markdown and CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from texttune.errors import TexttuneError
+from texttune.evaluation.significance import bootstrap_ci, mcnemar_p, paired_bootstrap_p
+from texttune.io import atomic_write_json, atomic_write_text
+
+HIGHER_IS_BETTER = {"accuracy", "f1_macro", "f1_micro", "f1_weighted", "f1"}
+
+
+@dataclass
+class CellRuns:
+    """A cell of a comparison and its finished run directories (one per seed)."""
+
+    name: str
+    runs: list[Path]
+    axes: dict[str, Any] = field(default_factory=dict)
+    stage: str = ""
+    seeds: list[int] = field(default_factory=list)
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise TexttuneError(f"{path}: unreadable ({err})") from None
+
+
+def _correct(run: Path) -> np.ndarray | None:
+    path = run / "test_predictions.json"
+    if not path.is_file():
+        return None
+    record = _json(path)
+    return np.asarray(record["predicted"]) == np.asarray(record["labels"])
+
+
+def _curve(run: Path, metric: str) -> list[list[float]]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    points = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record.get("type") == "eval" and metric in record:
+            points.append([record["step"], record[metric]])
+    return points
+
+
+def _mean(values: list[Any]) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def cell_row(cell: CellRuns, metric: str, split: str, root: Path) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The leaderboard row of one cell and its (seeds, examples) correctness matrix."""
+    metrics = [_json(run / "metrics.json") for run in cell.runs]
+    scores = [m.get(split, {}).get(metric) for m in metrics]
+    if any(s is None for s in scores):
+        raise TexttuneError(f"{cell.runs[scores.index(None)]}: no {split} {metric} in metrics.json")
+    correct = [_correct(run) for run in cell.runs]
+    matrix = np.stack(correct) if all(c is not None for c in correct) and split == "test" else None
+    ci = bootstrap_ci(matrix) if matrix is not None and metric == "accuracy" else (None, None)
+    params = metrics[0].get("params", {})
+    row = {
+        "cell": cell.name, "stage": cell.stage, "axes": cell.axes, "seeds": cell.seeds, "n": len(cell.runs),
+        "runs": [str(run.relative_to(root)) if run.is_relative_to(root) else str(run) for run in cell.runs],
+        "mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+        "scores": scores, "ci_low": ci[0], "ci_high": ci[1],
+        "trainable": params.get("trainable"), "total": params.get("total"),
+        "trainable_pct": params.get("trainable_pct"),
+        "wall_time_s": _mean([m.get("wall_time_s") for m in metrics]),
+        "train_time_s": _mean([m.get("train_time_s") for m in metrics]),
+        "peak_memory_mb": _mean([m.get("peak_memory_mb") for m in metrics]),
+        "checkpoint_size_mb": _mean([m.get("checkpoint_size_mb") for m in metrics]),
+        "p_value": None, "significance_test": None, "delta": None,
+    }
+    return row, matrix
+
+
+def build_board(name: str, cells: list[CellRuns], root: Path, metric: str = "accuracy", split: str = "test",
+                baseline: str | None = None) -> dict[str, Any]:
+    """The leaderboard dict: rows best first, paired tests against ``baseline``, validation curves."""
+    rows, matrices = [], {}
+    for cell in cells:
+        row, matrices[cell.name] = cell_row(cell, metric, split, root)
+        rows.append(row)
+    if baseline is not None:
+        _compare_to(baseline, rows, matrices)
+    reverse = metric in HIGHER_IS_BETTER
+    rows.sort(key=lambda r: r["mean"], reverse=reverse)
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+    curves = {cell.name: [{"run": str(run.relative_to(root)) if run.is_relative_to(root) else str(run),
+                           "points": _curve(run, metric)} for run in cell.runs] for cell in cells}
+    return {"name": name, "metric": metric, "split": split, "baseline": baseline, "rows": rows, "curves": curves}
+
+
+def _compare_to(baseline: str, rows: list[dict[str, Any]], matrices: dict[str, np.ndarray | None]) -> None:
+    base = next((r for r in rows if r["cell"] == baseline), None)
+    if base is None:
+        raise TexttuneError(f"baseline: no cell named '{baseline}'; cells: {[r['cell'] for r in rows]}")
+    for row in rows:
+        if row is base:
+            continue
+        row["delta"] = row["mean"] - base["mean"]
+        a, b = matrices.get(row["cell"]), matrices.get(baseline)
+        if a is None or b is None or a.shape[1] != b.shape[1]:
+            continue  # no per-example outcomes on the same test examples: no paired test
+        row["p_value"] = paired_bootstrap_p(a, b)
+        row["significance_test"] = "paired bootstrap"
+        if len(a) == 1 and len(b) == 1:
+            row["p_mcnemar"] = mcnemar_p(a[0], b[0])
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def markdown(board: dict[str, Any]) -> str:
+    header = ["rank", "cell", f"{board['split']} {board['metric']} (mean ± std)", "95% CI", "Δ vs baseline",
+              "p", "trainable", "wall time (s)", "peak memory (MB)", "checkpoint (MB)", "runs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in board["rows"]:
+        ci = f"{_fmt(r['ci_low'])}–{_fmt(r['ci_high'])}" if r["ci_low"] is not None else "—"
+        trainable = f"{_fmt(r['trainable'])} ({_fmt(r['trainable_pct'], 2)}%)" if r["trainable"] is not None else "—"
+        delta = "baseline" if r["cell"] == board["baseline"] else (
+            f"{r['delta']:+.4f}" if r["delta"] is not None else "—")
+        lines.append("| " + " | ".join([
+            str(r["rank"]), r["cell"], f"{r['mean']:.4f} ± {r['std']:.4f}", ci, delta, _fmt(r["p_value"], 3),
+            trainable, _fmt(r["wall_time_s"], 1), _fmt(r["peak_memory_mb"], 0), _fmt(r["checkpoint_size_mb"], 2),
+            str(r["n"])]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ["rank", "cell", "stage", "n", "mean", "std", "ci_low", "ci_high", "delta", "p_value",
+               "significance_test", "trainable", "total", "trainable_pct", "wall_time_s", "train_time_s",
+               "peak_memory_mb", "checkpoint_size_mb"]
+
+
+def write_board(board: dict[str, Any], out_dir: Path) -> list[Path]:
+    """leaderboard.json / .md / .csv in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(board["rows"])
+    paths = [out_dir / "leaderboard.json", out_dir / "leaderboard.md", out_dir / "leaderboard.csv"]
+    atomic_write_json(paths[0], board)
+    atomic_write_text(paths[1], f"# {board['name']}\n\n" + markdown(board))
+    atomic_write_text(paths[2], buffer.getvalue())
+    return paths
