@@ -312,13 +312,14 @@ def export(
 @app.command()
 def compare(
     spec: Annotated[Path, typer.Argument(help="Comparison spec (YAML): base config, axes, seeds, stages.")],
+    set_: SetOption = None,
 ) -> None:
     """Run a matrix of experiments on equal terms (resuming a previous attempt) and rank them."""
     from texttune.compare import run_comparison
     from texttune.reports.leaderboard import markdown
 
     try:
-        root, board = run_comparison(spec)
+        root, board = run_comparison(spec, overrides=set_ or [])
     except KeyboardInterrupt:
         err.print(f"interrupted; rerun texttune compare {spec} to keep finished cells and resume the rest")
         raise typer.Exit(130) from None

@@ -173,11 +173,12 @@ def _check_references(stages: list[list[Cell]], spec_path: Path) -> None:
 # --------------------------------------------------------------------------- running
 
 
-def comparison_dir(spec: CompareSpec, spec_path: Path, stages: list[list[Cell]]) -> Path:
-    """``<output_dir>/<name>``: created with a copy of the spec, or reused to resume the same spec."""
+def comparison_dir(spec: CompareSpec, spec_path: Path, stages: list[list[Cell]], overrides=()) -> Path:
+    """``<output_dir>/<name>``: created with a copy of the spec (and the --set items), or reused to
+    resume the same spec."""
     parent = spec.output_dir or stages[-1][0].config.output_dir
     folder = Path(parent) / spec.name
-    text = spec_path.read_text(encoding="utf-8")
+    text = spec_path.read_text(encoding="utf-8") + "".join(f"# --set {item}\n" for item in overrides)
     saved = folder / "spec.yaml"
     if folder.exists():
         if not saved.is_file() or saved.read_text(encoding="utf-8") != text:
@@ -219,12 +220,19 @@ def run_cell(cell: Cell, folder: Path, references: dict[str, str], where: str, c
     return run_experiment(config, callbacks=callbacks).run_dir
 
 
-def run_comparison(spec_path: str | Path, callbacks=None) -> tuple[Path, dict[str, Any]]:
-    """Run (or resume) every cell of the spec, then write the leaderboard, charts and comparison.html."""
+def run_comparison(spec_path: str | Path, callbacks=None, overrides: list[str] | tuple[str, ...] = ()
+                   ) -> tuple[Path, dict[str, Any]]:
+    """Run (or resume) every cell of the spec, then write the leaderboard, charts and comparison.html.
+    ``overrides`` (``key=value``, as ``--set``) apply to every cell of every stage."""
+    from texttune.config import parse_override
+
     spec_path = Path(spec_path)
     spec = load_spec(spec_path)
+    for item in overrides:
+        key, value = parse_override(item)
+        spec.set[".".join(key)] = value
     stages = expand(spec, spec_path)
-    root = comparison_dir(spec, spec_path, stages)
+    root = comparison_dir(spec, spec_path, stages, overrides)
     references: dict[str, str] = {}
     finished: dict[tuple[str, str], list[tuple[int, Path]]] = {}
     for cells in stages:

@@ -131,3 +131,13 @@ def test_runs_list_and_runs_compare(compared, run_cli, tmp_path):
     assert (tmp_path / "board" / "comparison.html").is_file()
     assert "| full-seed1 |" in "".join(out.split("\n")) or "full-seed1" in out
     assert_error(run_cli("runs", "compare", *runs, "--baseline", "nosuch"), "baseline: no cell named 'nosuch'")
+
+
+def test_set_overrides_apply_to_every_cell_and_belong_to_the_comparison(tmp_path, toy):
+    spec = write_spec(tmp_path, toy, seeds=[1], axes={"strategy.name": ["full"]})
+    root, board = run_comparison(spec, callbacks=[], overrides=["train.max_steps=2"])
+    run = root / board["rows"][0]["runs"][0]
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["max_steps"] == 2
+    assert "# --set train.max_steps=2" in (root / "spec.yaml").read_text()
+    with pytest.raises(TexttuneError, match="holds a different comparison"):
+        run_comparison(spec, overrides=["train.max_steps=3"])
