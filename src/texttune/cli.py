@@ -33,6 +33,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 runs_app = typer.Typer(help="List finished runs and compare any of them.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+tokenizer_app = typer.Typer(help="Train subword tokenizers.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -362,6 +364,34 @@ def runs_compare(
     out.print(markdown(board), markup=False)
     if output is not None:
         out.print(f"report: {output / 'comparison.html'}")
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    output: Annotated[Path, typer.Argument(help="New folder for the tokenizer (Hugging Face format).")],
+    dataset: Annotated[Optional[str], typer.Option(help="Built-in dataset (its train split), e.g. gutenberg.")] = None,
+    file: Annotated[Optional[list[Path]], typer.Option("--file", "-f", help="Text file (.txt lines, or a CSV/JSONL/Parquet column); repeatable.")] = None,
+    text_column: Annotated[str, typer.Option(help="Column of table files.")] = "text",
+    kind: Annotated[str, typer.Option(help="wordpiece (BERT-style) or bpe (byte-level).")] = "wordpiece",
+    vocab_size: Annotated[int, typer.Option(help="Vocabulary size, special tokens included.")] = 8000,
+    min_frequency: Annotated[int, typer.Option(help="Merges/pieces seen fewer times are not learned.")] = 2,
+    lowercase: Annotated[bool, typer.Option(help="Lower-case (and, for WordPiece, strip accents).")] = True,
+) -> None:
+    """Train a WordPiece or BPE tokenizer on a corpus and save it as a Hugging Face fast tokenizer."""
+    from texttune.experiment import quiet_libraries
+    from texttune.models.tokenizer_training import corpus_texts, save_tokenizer, train_tokenizer
+
+    if kind not in ("wordpiece", "bpe"):
+        raise TexttuneError(f"--kind: expected wordpiece or bpe, got '{kind}'")
+    if output.exists():
+        raise TexttuneError(f"{output}: already exists; give a new folder")
+    quiet_libraries()
+    texts = corpus_texts(dataset, file, text_column)
+    tokenizer = train_tokenizer(texts, kind, vocab_size, min_frequency, lowercase)  # type: ignore[arg-type]
+    save_tokenizer(tokenizer, output)
+    sample = texts[0][:80]
+    out.print(f"{kind} tokenizer, {len(tokenizer):,} tokens, trained on {len(texts):,} texts: {output}")
+    out.print(f"e.g. {sample!r} -> {tokenizer.tokenize(sample)[:16]}", markup=False)
 
 
 def main(argv: list[str] | None = None) -> int:
