@@ -21,3 +21,17 @@ def run(config: str | Path | None = None, overrides: list[str] | tuple[str, ...]
     from texttune.experiment import run_experiment
 
     return run_experiment(load_config(config, list(overrides)), **kwargs)
+
+
+def detect_language(texts: list[str] | str, top_k: int = 1) -> list[list[dict[str, Any]]]:
+    """Languages of texts, offline: ``texttune.detect_language(["Bonjour"])`` → ``[[{"lang": "fr", ...}]]``."""
+    from texttune.language import detect_language as _detect
+
+    return _detect(texts, top_k)
+
+
+def compare(spec: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Run (or resume) a comparison spec; returns (comparison directory, leaderboard dict)."""
+    from texttune.compare import run_comparison
+
+    return run_comparison(spec, overrides=overrides)

