@@ -73,6 +73,30 @@ def class_weight_tensor(cfg: TrainConfig, labels: np.ndarray, num_labels: int) -
     return torch.tensor(cfg.class_weights, dtype=torch.float32)
 
 
+class ClassificationTask:
+    """What the loop needs to know about the task: how to batch, the loss, the evaluation.
+    Classification is the default; masked-LM pre-training has its own (``pretraining.py``)."""
+
+    metric_default = "accuracy"
+
+    def __init__(self, label_names: list[str], loss_fn: nn.Module) -> None:
+        self.label_names, self.loss_fn = label_names, loss_fn
+
+    def collate(self, data: Encoded, indices: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+        return collate(data, indices, pad_id)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], accelerator: Accelerator) -> torch.Tensor:
+        labels = batch.pop("labels")
+        with accelerator.autocast():
+            logits = model(**batch).logits
+        return self.loss_fn(logits.float(), labels)
+
+    def evaluate(self, model: nn.Module, data: Encoded, pad_id: int, batch_size: int,
+                 accelerator: Accelerator) -> dict[str, Any]:
+        metrics, _ = evaluate(model, data, self.label_names, pad_id, batch_size, accelerator)
+        return metrics
+
+
 class Trainer:
     def __init__(
         self,
@@ -87,6 +111,7 @@ class Trainer:
         seed: int,
         head_lr: float | None = None,
         callbacks: list[Callback] | tuple[Callback, ...] = (),
+        task: Any = None,
     ) -> None:
         self.cfg, self.run_dir, self.pad_id, self.seed = cfg, Path(run_dir), pad_id, seed
         self.train_data, self.validation_data, self.label_names = train_data, validation_data, label_names
@@ -110,11 +135,13 @@ class Trainer:
         if cfg.compile:
             # Module.compile() compiles forward in place: parameter names and checkpoints are unchanged.
             self.accelerator.unwrap_model(self.model).compile(dynamic=True)
-        weights = class_weight_tensor(cfg, train_data.labels, len(label_names))
-        self.loss_fn = nn.CrossEntropyLoss(
-            weight=weights.to(self.accelerator.device) if weights is not None else None,
-            label_smoothing=cfg.label_smoothing,
-        )
+        if task is None:
+            weights = class_weight_tensor(cfg, train_data.labels, len(label_names))
+            task = ClassificationTask(label_names, nn.CrossEntropyLoss(
+                weight=weights.to(self.accelerator.device) if weights is not None else None,
+                label_smoothing=cfg.label_smoothing,
+            ))
+        self.task = task
         self.state = LoopState()
         self.start_step = 0
         self.checkpoint_dir = self.run_dir / "checkpoints"
@@ -166,16 +193,13 @@ class Trainer:
         return self.state.global_step >= self.total_steps or self.state.stopped_early
 
     def _fetch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
-        batch = collate(self.train_data, indices, self.pad_id)
+        batch = self.task.collate(self.train_data, indices, self.pad_id)
         # No pin_memory(): page-locking a fresh buffer every step cost more than the copy it speeds
         # up (-13% samples/s on an H100, bench/results/2026-11-22-h100-profile.md).
         return {k: v.to(self.accelerator.device, non_blocking=True) for k, v in batch.items()}
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        labels = batch.pop("labels")
-        with self.accelerator.autocast():
-            logits = self.model(**batch).logits
-        return self.loss_fn(logits.float(), labels)
+        return self.task.loss(self.model, batch, self.accelerator)
 
     def _step(self) -> float | None:
         grad_norm = None
@@ -221,8 +245,8 @@ class Trainer:
         if self.validation_data is None or len(self.validation_data) == 0:
             self._save_checkpoint(improved=True)
             return
-        metrics, _ = evaluate(self.model, self.validation_data, self.label_names, self.pad_id,
-                              self.cfg.eval_batch_size, self.accelerator)
+        metrics = self.task.evaluate(self.model, self.validation_data, self.pad_id, self.cfg.eval_batch_size,
+                                     self.accelerator)
         self.model.train()
         record = {"type": "eval", "split": "validation", "step": self.state.global_step,
                   "epoch": self._epoch_float(), **_scalars(metrics)}
