@@ -415,6 +415,40 @@ def detect_language_cmd(
         out.print(f"{langs}\t{' '.join(item.split())[:80]}", markup=False, soft_wrap=True)
 
 
+@app.command()
+def pretrain(
+    config: Annotated[Optional[Path], typer.Argument(help="Pre-training YAML (objective: mlm).")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Masked-LM pre-training of a BERT-style encoder on a corpus (held-out accuracy and perplexity)."""
+    from texttune.pretraining import load_pretrain_config, run_pretraining
+
+    try:
+        result = run_pretraining(load_pretrain_config(config, set_ or []))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    held = result.metrics["held_out"]
+    out.print(f"held-out masked-token accuracy {held['accuracy']:.4f}, perplexity {held['perplexity']:.2f} "
+              f"({held['num_masked']:,} masked tokens); wall {result.metrics['wall_time_s']:.0f} s")
+    out.print(f"model: {result.run_dir / 'model'} (fine-tune with --set model.path={result.run_dir / 'model'})")
+
+
+@app.command("fill-mask")
+def fill_mask_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A pre-training run directory (or its model/ folder).")],
+    text: Annotated[str, typer.Argument(help="Text with the mask token, e.g. 'the [MASK] of the sea'.")],
+    top_k: Annotated[int, typer.Option(help="Tokens listed per mask.")] = 5,
+) -> None:
+    """The most likely tokens for each mask of TEXT, with probabilities."""
+    from texttune.experiment import quiet_libraries
+    from texttune.pretraining import fill_mask
+
+    quiet_libraries()
+    for i, masks in enumerate(fill_mask(run_dir, text, top_k), 1):
+        out.print(f"mask {i}: " + "  ".join(f"{r['token']} {r['score']:.3f}" for r in masks), markup=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     try:

@@ -58,10 +58,8 @@ class ProgressCallback(Callback):
                                f"{info}  eta {eta}")
 
     def on_evaluate(self, trainer: Any, record: dict[str, Any]) -> None:
-        metric = trainer.cfg.metric
-        line = (f"eval step {record['step']}: loss {record['loss']:.4f}  accuracy {record['accuracy']:.4f}  "
-                f"f1_macro {record['f1_macro']:.4f}" + (f"  ({metric} {record[metric]:.4f})"
-                                                        if metric not in ("accuracy", "f1_macro", "loss") else ""))
+        shown = [key for key in ("loss", "accuracy", "f1_macro", "perplexity", trainer.cfg.metric) if key in record]
+        line = f"eval step {record['step']}: " + "  ".join(f"{key} {record[key]:.4f}" for key in dict.fromkeys(shown))
         (self.progress.console if self.progress is not None else self.console).print(line)
 
     def on_train_end(self, trainer: Any) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from texttune.errors import TexttuneError
 from texttune.io import atomic_write_json
@@ -99,18 +99,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_model_weights(model: torch.nn.Module, path: Path) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # save_model (not save_file): tied weights (a masked-LM decoder sharing the word embeddings) are
+    # stored once and re-tied on load.
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp))
+    save_model(model, str(tmp))
     os.replace(tmp, path)
 
 
 def load_model_weights(model: torch.nn.Module, path: Path) -> None:
     try:
-        state = load_file(str(path))
+        load_model(model, str(path), device=str(next(model.parameters()).device))
     except (OSError, ValueError) as err:
         raise TexttuneError(f"{path}: unreadable checkpoint ({err})") from None
-    model.load_state_dict(state)
 
 
 def save_training_state(

@@ -1,0 +1,349 @@
+"""``texttune pretrain``: masked-language-model pre-training of a BERT-style encoder on a corpus.
+
+From scratch (a BERT of configurable size over a WordPiece tokenizer trained on the corpus, or a
+given tokenizer) or continued from an existing encoder (domain-adaptive pre-training; MiniLM ships no
+MLM head, so its head starts fresh). Texts are tokenized with [CLS]/[SEP], concatenated and cut into
+fixed-length blocks; whole groups of the corpus (books of ``gutenberg``) are held out to measure
+masked-token accuracy and perplexity. Masking is transformers' ``DataCollatorForLanguageModeling``
+(15%, 80/10/10, special tokens never masked, optional whole-word masking). Training goes through the
+same loop as classification (``training/loop.py``, with the task below), writes the same run record,
+and the saved encoder fine-tunes with ``model: {name: pretrained, path: RUN_DIR/model}``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from texttune.config import Section, TrainConfig
+from texttune.data.tokenize import Encoded, collate
+from texttune.errors import TexttuneError
+
+
+class CorpusConfig(Section):
+    dataset: str | None = Field("gutenberg", description="Built-in corpus; null when files are given.")
+    files: list[Path] = Field(default_factory=list, description="Text files (.txt lines) or tables with text_column.")
+    text_column: str = Field("text", description="Column holding the text in table files.")
+    group_column: str | None = Field("source", description="Column naming each text's document (book).")
+    held_out: list[str] = Field(
+        ["austen-persuasion", "shakespeare-caesar"],
+        description="Documents (values of group_column) kept out of training for evaluation; with no "
+        "group column, 5% of texts are held out at random.",
+    )
+    max_train_texts: int | None = Field(None, gt=0, description="Use only this many training texts (budget).")
+
+
+class TokenizerSection(Section):
+    path: str | None = Field(None, description="An existing tokenizer (folder or alias); null: train one.")
+    kind: Literal["wordpiece", "bpe"] = Field("wordpiece", description="Kind of tokenizer to train.")
+    vocab_size: int = Field(8000, gt=10, description="Vocabulary size of the trained tokenizer.")
+    min_frequency: int = Field(2, ge=1, description="Minimum frequency of a learned piece.")
+
+
+class MLMModelConfig(Section):
+    init: str | None = Field(None, description="null: a new BERT; a model folder or alias: continue its pre-training.")
+    hidden_size: int = Field(256, gt=0)
+    num_layers: int = Field(4, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(1024, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class MaskingConfig(Section):
+    probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens (or words) selected for prediction.")
+    mask_replace_prob: float = Field(0.8, ge=0, le=1, description="Selected tokens replaced by [MASK].")
+    random_replace_prob: float = Field(0.1, ge=0, le=1, description="Selected tokens replaced by a random token.")
+    whole_word: bool = Field(False, description="Mask every piece of a selected word (WordPiece tokenizers; "
+                             "transformers then replaces every chosen piece by the mask token).")
+    block_size: int = Field(128, gt=8, description="Tokens per training sequence (texts are concatenated).")
+
+
+class PretrainExperiment(Section):
+    name: str = Field("pretrain", description="Run name.")
+    seed: int = 42
+    output_dir: Path = Path("runs")
+    objective: Literal["mlm"] = "mlm"
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
+    model: MLMModelConfig = Field(default_factory=MLMModelConfig)
+    mlm: MaskingConfig = Field(default_factory=MaskingConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        epochs=1, lr=5e-4, per_device_batch_size=32, eval_batch_size=64, metric="loss", calibrate=False,
+        warmup_ratio=0.06))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def corpus_splits(cfg: CorpusConfig, seed: int) -> tuple[list[str], list[str], dict[str, Any]]:
+    """(train texts, held-out texts, a description for data.json)."""
+    import pandas as pd
+
+    if cfg.dataset is not None:
+        from texttune.config import DataConfig
+        from texttune.data.load import load_dataset
+
+        frame = load_dataset(DataConfig(dataset=cfg.dataset), carve=False).splits["train"]
+    else:
+        from texttune.models.tokenizer_training import corpus_texts
+
+        frame = pd.DataFrame({"text": corpus_texts(files=cfg.files, text_column=cfg.text_column)})
+    frame = frame[frame["text"].astype(str).str.strip() != ""]
+    if frame.empty:
+        raise TexttuneError(f"corpus {cfg.dataset or [str(f) for f in cfg.files]}: no text to pre-train on")
+    if cfg.group_column and cfg.group_column in frame.columns:
+        unknown = sorted(set(cfg.held_out) - set(frame[cfg.group_column]))
+        if unknown:
+            raise TexttuneError(f"corpus.held_out: {unknown} are not values of '{cfg.group_column}'")
+        held = frame[cfg.group_column].isin(cfg.held_out).to_numpy()
+        how = f"documents {cfg.held_out} held out"
+    else:
+        held = np.random.default_rng(seed).random(len(frame)) < 0.05
+        how = "5% of texts held out at random"
+    train, test = frame[~held], frame[held]
+    if cfg.max_train_texts is not None:
+        train = train.sample(n=min(cfg.max_train_texts, len(train)), random_state=seed)
+    info = {"source": cfg.dataset or [str(f) for f in cfg.files], "held_out": how,
+            "train_texts": len(train), "held_out_texts": len(test)}
+    return train["text"].tolist(), test["text"].tolist(), info
+
+
+def blocks(texts: list[str], tokenizer, block_size: int) -> Encoded:
+    """Texts tokenized with their special tokens, concatenated, cut into ``block_size`` blocks."""
+    ids: list[int] = []
+    for start in range(0, len(texts), 2048):
+        for row in tokenizer(texts[start : start + 2048], add_special_tokens=True, truncation=False)["input_ids"]:
+            ids.extend(row)
+    n = len(ids) // block_size
+    if n == 0:
+        raise TexttuneError(f"the corpus has {len(ids)} tokens: not one block of {block_size}")
+    flat = np.asarray(ids[: n * block_size], dtype=np.int32)
+    return Encoded(ids=flat, type_ids=None, offsets=np.arange(n + 1, dtype=np.int64) * block_size,
+                   labels=np.zeros(n, dtype=np.int64), rows=np.arange(n, dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- the task
+
+
+class MaskedLMTask:
+    """Masked-token prediction for the shared loop: masking at batching time, the model's MLM loss,
+    held-out masked-token accuracy and perplexity with masks fixed by a seed."""
+
+    metric_default = "loss"
+
+    def __init__(self, tokenizer, cfg: MaskingConfig, seed: int) -> None:
+        if cfg.whole_word and not _is_wordpiece(tokenizer):
+            raise TexttuneError("mlm.whole_word: needs a WordPiece tokenizer (word pieces marked with ##)")
+        self.tokenizer, self.cfg, self.seed = tokenizer, cfg, seed
+        self.special = torch.zeros(len(tokenizer), dtype=torch.bool)
+        self.special[tokenizer.all_special_ids] = True
+        self.continuation = torch.tensor([t.startswith("##") for t in tokenizer.convert_ids_to_tokens(
+            list(range(len(tokenizer))))]) if cfg.whole_word else None
+        self.collator = self._collator(seed=None)  # training masks: torch's RNG (saved for resume)
+
+    def _collator(self, seed: int | None):
+        from transformers import DataCollatorForLanguageModeling
+
+        return DataCollatorForLanguageModeling(
+            self.tokenizer, mlm_probability=self.cfg.probability, whole_word_mask=self.cfg.whole_word,
+            mask_replace_prob=self.cfg.mask_replace_prob, random_replace_prob=self.cfg.random_replace_prob,
+            seed=seed)
+
+    def mask(self, input_ids: torch.Tensor, collator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masked inputs, labels with -100 where nothing is predicted)."""
+        collator = collator or self.collator
+        special = self.special[input_ids]
+        offsets = _word_offsets(self.continuation[input_ids]) if self.continuation is not None else None
+        return collator.torch_mask_tokens(input_ids.clone(), special_tokens_mask=special.long(),
+                                          offset_mapping=offsets)
+
+    def collate(self, data: Encoded, indices: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+        batch = collate(data, indices, pad_id)
+        batch.pop("labels")
+        batch["input_ids"], batch["labels"] = self.mask(batch["input_ids"])
+        return batch
+
+    def loss(self, model, batch: dict[str, torch.Tensor], accelerator) -> torch.Tensor:
+        with accelerator.autocast():
+            return model(**batch).loss.float()
+
+    def evaluate(self, model, data: Encoded, pad_id: int, batch_size: int, accelerator) -> dict[str, Any]:
+        collator = self._collator(seed=self.seed + 1)  # the same masks at every evaluation
+        model.eval()
+        total_loss, correct, masked = 0.0, 0, 0
+        device = accelerator.device if accelerator is not None else torch.device("cpu")
+        with torch.inference_mode():
+            for start in range(0, len(data), batch_size):
+                batch = collate(data, np.arange(start, min(start + batch_size, len(data))), pad_id)
+                batch.pop("labels")
+                batch["input_ids"], labels = self.mask(batch["input_ids"], collator)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                logits = model(**batch).logits.float()  # (B, T, V)
+                labels = labels.to(device)
+                chosen = labels != -100
+                total_loss += float(torch.nn.functional.cross_entropy(logits[chosen], labels[chosen], reduction="sum"))
+                correct += int((logits[chosen].argmax(-1) == labels[chosen]).sum())
+                masked += int(chosen.sum())
+        loss = total_loss / max(masked, 1)
+        return {"loss": loss, "accuracy": correct / max(masked, 1), "perplexity": math.exp(min(loss, 50.0)),
+                "num_masked": masked, "num_examples": len(data)}
+
+
+def _is_wordpiece(tokenizer) -> bool:
+    return any(t.startswith("##") for t in tokenizer.get_vocab())
+
+
+def _word_offsets(continuation: torch.Tensor) -> np.ndarray:
+    """Character-like offsets the collator's whole-word logic reads: a piece continuing a word starts
+    where the previous piece ended; a new word leaves a gap. (B, T) → (B, T, 2)."""
+    step = (~continuation).long()  # 1 at word starts: one position of gap
+    ends = torch.cumsum(step + 1, dim=1)  # each piece is one position long
+    starts = ends - 1
+    return torch.stack([starts, ends], dim=-1).numpy()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def build_mlm_model(cfg: MLMModelConfig, tokenizer, block_size: int):
+    from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
+
+    if cfg.init is not None:
+        from texttune.resources import resolve_model_path
+
+        try:  # an encoder without MLM weights (MiniLM) gets a freshly initialised head
+            return AutoModelForMaskedLM.from_pretrained(str(resolve_model_path(cfg.init)), dtype=torch.float32)
+        except OSError as err:
+            raise TexttuneError(f"model.init: cannot load {cfg.init} ({str(err).splitlines()[0]})") from None
+    if cfg.hidden_size % cfg.num_heads:
+        raise TexttuneError(f"model.hidden_size ({cfg.hidden_size}) must be divisible by model.num_heads ({cfg.num_heads})")
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+                        num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+                        hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+                        max_position_embeddings=max(512, block_size), pad_token_id=tokenizer.pad_token_id)
+    return BertForMaskedLM(config)
+
+
+def load_tokenizer_for(cfg: PretrainExperiment, train_texts: list[str]):
+    if cfg.tokenizer.path is not None:
+        from texttune.models.pretrained import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.tokenizer.path)
+    elif cfg.model.init is not None:
+        from texttune.models.pretrained import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.model.init)
+    else:
+        from texttune.models.tokenizer_training import train_tokenizer
+
+        tokenizer = train_tokenizer(train_texts, cfg.tokenizer.kind, cfg.tokenizer.vocab_size,
+                                    cfg.tokenizer.min_frequency)
+    if tokenizer.mask_token is None:
+        raise TexttuneError("tokenizer: it has no mask token; masked-LM pre-training needs one")
+    return tokenizer
+
+
+def run_pretraining(config: PretrainExperiment, callbacks=None):
+    """Pre-train and record one run; returns the experiment module's RunResult."""
+    from texttune.experiment import RunResult, create_run_dir, peak_memory_mb, quiet_libraries, write_record_start
+    from texttune.io import atomic_write_json
+    from texttune.reports.plots import plot_learning_curves
+    from texttune.training.callbacks import ProgressCallback
+    from texttune.training.loop import Trainer
+
+    quiet_libraries()
+    started = time.perf_counter()
+    run_dir = create_run_dir(config)
+    write_record_start(run_dir, config)
+    try:
+        train_texts, test_texts, info = corpus_splits(config.corpus, config.seed)
+        tokenizer = load_tokenizer_for(config, train_texts)
+        train, held_out = blocks(train_texts, tokenizer, config.mlm.block_size), blocks(
+            test_texts, tokenizer, config.mlm.block_size)
+        info.update(train_blocks=len(train), held_out_blocks=len(held_out), block_size=config.mlm.block_size,
+                    train_tokens=int(train.offsets[-1]), vocab_size=len(tokenizer))
+        atomic_write_json(run_dir / "data.json", info)
+        torch.manual_seed(config.seed)
+        model = build_mlm_model(config.model, tokenizer, config.mlm.block_size)
+        task = MaskedLMTask(tokenizer, config.mlm, config.seed)
+        trainer = Trainer(model, train, held_out, config.train, run_dir=run_dir, pad_id=tokenizer.pad_token_id,
+                          label_names=[], seed=config.seed, task=task,
+                          callbacks=callbacks if callbacks is not None else [ProgressCallback()])
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    before = task.evaluate(trainer.model, held_out, tokenizer.pad_token_id, config.train.eval_batch_size,
+                           trainer.accelerator) if config.model.init is not None else None
+    state = trainer.fit()
+    final = task.evaluate(trainer.model, held_out, tokenizer.pad_token_id, config.train.eval_batch_size,
+                          trainer.accelerator)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    tmp = run_dir / ".model.tmp"
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(run_dir / "model")
+    params = sum(p.numel() for p in model.parameters())
+    metrics = {"held_out": final, "held_out_before": before, "steps": state.global_step,
+               "best": {"step": state.best_step, "metric": config.train.metric, "value": state.best_value},
+               "params": {"trainable": params, "total": params, "trainable_pct": 100.0},
+               "train_time_s": round(state.train_time_s, 3),
+               "train_samples_per_s": round(state.samples_seen / max(state.train_time_s, 1e-9), 3),
+               "wall_time_s": round(time.perf_counter() - started, 3), "peak_memory_mb": peak_memory_mb()}
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    import json
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    plot_learning_curves(records, run_dir / "learning_curves.png")
+    if not config.train.keep_checkpoints:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return RunResult(run_dir, metrics, model, tokenizer)
+
+
+def load_pretrain_config(path: Path | None, overrides: list[str]) -> PretrainExperiment:
+    """Defaults ← file (with ``extends``) ← ``--set``; errors name the key and where it was set."""
+    from pydantic import ValidationError
+
+    from texttune.config import ConfigError, _nest, _read_with_extends, deep_merge, format_validation_error, parse_override
+
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if path is not None:
+        merged, file_origins = _read_with_extends(Path(path))
+        origins.update({k: str(v) for k, v in file_origins.items()})
+    for item in overrides:
+        key, value = parse_override(item)
+        merged = deep_merge(merged, _nest(key, value))
+        for i in range(1, len(key) + 1):
+            origins[".".join(key[:i])] = f"--set {item}"
+    train = {"epochs": 1, "lr": 5e-4, "per_device_batch_size": 32, "eval_batch_size": 64, "metric": "loss",
+             "calibrate": False}
+    merged["train"] = {**train, **(merged.get("train") or {})}
+    try:
+        return PretrainExperiment.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, PretrainExperiment, origins)) from None
+
+
+def fill_mask(run: str | Path, text: str, top_k: int = 5) -> list[dict[str, Any]]:
+    """The ``top_k`` tokens for each mask of ``text`` (write the tokenizer's mask token, e.g. [MASK])."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+
+    folder = Path(run) / "model" if (Path(run) / "model").is_dir() else Path(run)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForMaskedLM.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise TexttuneError(f"{folder}: no masked-LM model here ({str(err).splitlines()[0]})") from None
+    if tokenizer.mask_token not in text:
+        raise TexttuneError(f"the text has no {tokenizer.mask_token} token to fill")
+    results = pipeline("fill-mask", model=model, tokenizer=tokenizer, top_k=top_k, device="cpu")(text)
+    if results and isinstance(results[0], dict):
+        results = [results]
+    return [[{"token": r["token_str"], "score": round(float(r["score"]), 4)} for r in masks] for masks in results]
