@@ -137,6 +137,11 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _p(value: float | None) -> str:
+    # 2000 resamples: the smallest p-value the paired bootstrap can give is 0.001.
+    return "—" if value is None else "<0.001" if value <= 0.001 else f"{value:.3f}"
+
+
 def markdown(board: dict[str, Any]) -> str:
     header = ["rank", "cell", f"{board['split']} {board['metric']} (mean ± std)", "95% CI", "Δ vs baseline",
               "p", "trainable", "wall time (s)", "peak memory (MB)", "checkpoint (MB)", "runs"]
@@ -147,7 +152,7 @@ def markdown(board: dict[str, Any]) -> str:
         delta = "baseline" if r["cell"] == board["baseline"] else (
             f"{r['delta']:+.4f}" if r["delta"] is not None else "—")
         lines.append("| " + " | ".join([
-            str(r["rank"]), r["cell"], f"{r['mean']:.4f} ± {r['std']:.4f}", ci, delta, _fmt(r["p_value"], 3),
+            str(r["rank"]), r["cell"], f"{r['mean']:.4f} ± {r['std']:.4f}", ci, delta, _p(r["p_value"]),
             trainable, _fmt(r["wall_time_s"], 1), _fmt(r["peak_memory_mb"], 0), _fmt(r["checkpoint_size_mb"], 2),
             str(r["n"])]) + " |")
     return "\n".join(lines) + "\n"
