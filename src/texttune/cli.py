@@ -449,6 +449,42 @@ def fill_mask_cmd(
         out.print(f"mask {i}: " + "  ".join(f"{r['token']} {r['score']:.3f}" for r in masks), markup=False)
 
 
+@app.command()
+def sft(
+    config: Annotated[Optional[Path], typer.Argument(help="SFT YAML (data, model, lora, train).")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Instruction fine-tuning of a causal LM, loss on the assistant's tokens only."""
+    from texttune.sft import load_sft_config, run_sft
+
+    try:
+        result = run_sft(load_sft_config(config, set_ or []))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    before, after = result.metrics["validation_before"], result.metrics["validation"]
+    out.print(f"held-out loss {before['loss']:.4f} -> {after['loss']:.4f} ({after['supervised_tokens']:,} "
+              f"assistant tokens); {result.metrics['seconds_per_step']:.2f} s per step; model: {result.run_dir / 'model'}")
+
+
+@app.command()
+def generate(
+    model: Annotated[str, typer.Argument(help="An SFT run directory, a causal LM folder, or smollm2.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The user's message.")],
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 128,
+    sample: Annotated[bool, typer.Option(help="Sample (temperature, top-p) instead of greedy decoding.")] = False,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.9,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
+) -> None:
+    """The model's reply to a prompt, through its chat template."""
+    from texttune.experiment import quiet_libraries
+    from texttune.sft import generate as generate_reply
+
+    quiet_libraries()
+    out.print(generate_reply(model, prompt, max_new_tokens, sample, temperature, top_p, seed), markup=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     try:

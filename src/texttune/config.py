@@ -467,6 +467,27 @@ def load_config(
     return validate_config(merged, origins)
 
 
+def load_root_config(root: type[BaseModel], path: str | Path | None, overrides: list[str] | tuple[str, ...],
+                     defaults: dict[str, Any] | None = None) -> Any:
+    """Another root config (pre-training, SFT): ``defaults`` ← file (with ``extends``) ← ``--set``;
+    errors name the key and where it was set, as for experiments."""
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if path is not None:
+        merged, file_origins = _read_with_extends(Path(path))
+        origins.update({k: str(v) for k, v in file_origins.items()})
+    for item in overrides:
+        key_path, value = parse_override(item)
+        merged = deep_merge(merged, _nest(key_path, value))
+        for i in range(1, len(key_path) + 1):
+            origins[".".join(key_path[:i])] = f"--set {item}"
+    merged = deep_merge(defaults or {}, merged)
+    try:
+        return root.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, root, origins)) from None
+
+
 def validate_config(data: dict[str, Any], origins: dict[str, str] | None = None) -> ExperimentBase:
     cls = experiment_class()
     data = dict(data)

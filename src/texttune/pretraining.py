@@ -27,6 +27,13 @@ from texttune.data.tokenize import Encoded, collate
 from texttune.errors import TexttuneError
 
 
+# The training defaults of this kind of run (a classification run's are in TrainConfig).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 1, "lr": 5e-4, "per_device_batch_size": 32, "eval_batch_size": 64,
+    "metric": "loss", "calibrate": False,
+}
+
+
 class CorpusConfig(Section):
     dataset: str | None = Field("gutenberg", description="Built-in corpus; null when files are given.")
     files: list[Path] = Field(default_factory=list, description="Text files (.txt lines) or tables with text_column.")
@@ -74,9 +81,7 @@ class PretrainExperiment(Section):
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
     model: MLMModelConfig = Field(default_factory=MLMModelConfig)
     mlm: MaskingConfig = Field(default_factory=MaskingConfig)
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        epochs=1, lr=5e-4, per_device_batch_size=32, eval_batch_size=64, metric="loss", calibrate=False,
-        warmup_ratio=0.06))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS))
 
 
 # --------------------------------------------------------------------------- data
@@ -308,27 +313,9 @@ def run_pretraining(config: PretrainExperiment, callbacks=None):
 
 def load_pretrain_config(path: Path | None, overrides: list[str]) -> PretrainExperiment:
     """Defaults ← file (with ``extends``) ← ``--set``; errors name the key and where it was set."""
-    from pydantic import ValidationError
+    from texttune.config import load_root_config
 
-    from texttune.config import ConfigError, _nest, _read_with_extends, deep_merge, format_validation_error, parse_override
-
-    merged: dict[str, Any] = {}
-    origins: dict[str, str] = {}
-    if path is not None:
-        merged, file_origins = _read_with_extends(Path(path))
-        origins.update({k: str(v) for k, v in file_origins.items()})
-    for item in overrides:
-        key, value = parse_override(item)
-        merged = deep_merge(merged, _nest(key, value))
-        for i in range(1, len(key) + 1):
-            origins[".".join(key[:i])] = f"--set {item}"
-    train = {"epochs": 1, "lr": 5e-4, "per_device_batch_size": 32, "eval_batch_size": 64, "metric": "loss",
-             "calibrate": False}
-    merged["train"] = {**train, **(merged.get("train") or {})}
-    try:
-        return PretrainExperiment.model_validate(merged)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, PretrainExperiment, origins)) from None
+    return load_root_config(PretrainExperiment, path, overrides, {"train": TRAIN_DEFAULTS})
 
 
 def fill_mask(run: str | Path, text: str, top_k: int = 5) -> list[dict[str, Any]]:

@@ -146,17 +146,21 @@ def apply_lora(model, cfg: LoraStrategyConfig):
 
 def merge_lora(model) -> None:
     """Fold every LoRA update into its base weight and remove the LoRA modules (for inference/export)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
     for name, module in list(model.encoder.named_modules()):
         if isinstance(module, LoraMultiheadAttention):
-            replacement = module.merged()
-        elif isinstance(module, BaseTunerLayer):
-            module.merge()
-            replacement = module.get_base_layer()
-        else:
-            continue
-        parent, _, leaf = name.rpartition(".")
-        setattr(model.encoder.get_submodule(parent) if parent else model.encoder, leaf, replacement)
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.encoder.get_submodule(parent) if parent else model.encoder, leaf, module.merged())
+    merge_peft_layers(model.encoder)
     if getattr(model.config, "strategy", None) and model.config.strategy.get("name") == "lora":
         model.config.strategy = None
+
+
+def merge_peft_layers(model) -> None:
+    """Fold PEFT LoRA layers of any model into their base weights and remove them."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, module.get_base_layer())

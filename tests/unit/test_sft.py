@@ -1,0 +1,107 @@
+"""Instruction fine-tuning: the assistant-only label mask (single and multi-turn), truncation that keeps
+supervised tokens, the guanaco layout, and a run end to end on a tiny random Llama (full and LoRA)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from texttune.errors import TexttuneError
+from texttune.models.tokenizer_training import train_tokenizer
+from texttune.sft import SFTTask, encode_conversations, generate, load_sft_config, parse_guanaco, run_sft, \
+    tokenize_conversation, truncate
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+TEXTS = ["what is the capital of france", "paris is the capital of france", "name a red fruit",
+         "the apple is a red fruit", "how many legs has a cat", "a cat has four legs"] * 30
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    tokenizer = train_tokenizer(TEXTS, "bpe", vocab_size=300, min_frequency=1)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.chat_template = CHATML
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+CONVERSATION = [{"role": "user", "content": "what is the capital of france"},
+                {"role": "assistant", "content": "paris is the capital of france"},
+                {"role": "user", "content": "name a red fruit"},
+                {"role": "assistant", "content": "the apple is a red fruit"}]
+
+
+def test_only_assistant_tokens_are_supervised_in_every_turn(tiny_lm):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
+    ids, mask = tokenize_conversation(tokenizer, CONVERSATION)
+    assert ids == tokenizer.apply_chat_template(CONVERSATION, tokenize=True, return_dict=False)
+    supervised = tokenizer.decode([i for i, m in zip(ids, mask) if m])
+    ignored = tokenizer.decode([i for i, m in zip(ids, mask) if not m])
+    assert supervised == "paris is the capital of france<|im_end|>\nthe apple is a red fruit<|im_end|>\n"
+    assert "what is the capital of france" in ignored and "name a red fruit" in ignored
+    assert "paris" not in ignored and "apple" not in ignored
+
+
+def test_the_guanaco_layout_parses_into_turns_and_needs_an_assistant():
+    text = "### Human: hi there### Assistant: hello!### Human: and?### Assistant: bye"
+    assert [m["role"] for m in parse_guanaco(text)] == ["user", "assistant", "user", "assistant"]
+    assert parse_guanaco(text)[1]["content"] == "hello!"
+    with pytest.raises(TexttuneError, match="lima row 3: no assistant turn"):
+        parse_guanaco("### Human: only a question", "lima row 3")
+
+
+def test_truncation_never_leaves_an_example_without_supervised_tokens():
+    ids, mask = list(range(100)), [0] * 90 + [1] * 10
+    cut_ids, cut_mask = truncate(ids, mask, 32)
+    assert len(cut_ids) == 32 and sum(cut_mask) > 0 and cut_ids[-1] < 100
+    short = truncate(list(range(10)), [0] * 5 + [1] * 5, 32)
+    assert short == (list(range(10)), [0] * 5 + [1] * 5)
+    early = truncate(list(range(100)), [0] * 4 + [1] * 96, 32)
+    assert early[0] == list(range(32))  # a reply starting early keeps the start of the text
+
+
+def test_the_batch_ignores_prompt_and_padding(tiny_lm):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
+    data = encode_conversations([CONVERSATION, CONVERSATION[:2]], tokenizer, 256)
+    batch = SFTTask().collate(data, [0, 1], tokenizer.pad_token_id)
+    counted = batch["labels"] != -100
+    assert int(counted.sum()) == int(data.type_ids.sum())
+    assert not counted[1, data.lengths[1]:].any()  # padding of the shorter example
+
+
+def test_a_tiny_run_learns_saves_and_generates(tiny_lm, tmp_path):
+    rows = [{"prompt": TEXTS[i], "completion": TEXTS[i + 1]} for i in range(0, 60, 2)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    items = [f"model.path={tiny_lm}", "data.dataset=null", f"data.train_file={data}", "data.validation_size=0.2",
+             "train.epochs=8", "train.lr=3e-3", "train.num_threads=1", f"output_dir={tmp_path / 'runs'}"]
+    result = run_sft(load_sft_config(None, items), callbacks=[])
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["validation"]["loss"] < metrics["validation_before"]["loss"] - 1.0
+    assert metrics["params"]["trainable_pct"] == 100.0
+    reply = generate(result.run_dir, "name a red fruit", max_new_tokens=8)
+    assert isinstance(reply, str) and reply
+    lora = run_sft(load_sft_config(None, [*items, "lora.rank=4", "train.epochs=1"]), callbacks=[])
+    lora_metrics = json.loads((lora.run_dir / "metrics.json").read_text())
+    assert lora_metrics["params"]["trainable"] == 2 * 2 * (4 * 32 + 32 * 4)  # q_proj, v_proj in 2 layers
+    saved = LlamaForCausalLM.from_pretrained(lora.run_dir / "model")
+    assert not [n for n, _ in saved.named_parameters() if "lora" in n]
+
+
+def test_bad_sft_data_is_a_clear_error(tiny_lm, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question,answer\na,b\n", encoding="utf-8")
+    with pytest.raises(TexttuneError, match="expected a text column .* or prompt and completion columns"):
+        run_sft(load_sft_config(None, [f"model.path={tiny_lm}", "data.dataset=null", f"data.train_file={bad}",
+                                       f"output_dir={tmp_path / 'runs'}"]), callbacks=[])
