@@ -141,3 +141,27 @@ def test_set_overrides_apply_to_every_cell_and_belong_to_the_comparison(tmp_path
     assert "# --set train.max_steps=2" in (root / "spec.yaml").read_text()
     with pytest.raises(TexttuneError, match="holds a different comparison"):
         run_comparison(spec, overrides=["train.max_steps=3"])
+
+
+class InterruptAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_a_cell_interrupted_after_a_checkpoint_resumes_in_its_own_run_directory(tmp_path, toy):
+    spec = write_spec(tmp_path, toy, seeds=[1], baseline=None, axes={"strategy.name": ["full"]})
+    with pytest.raises(KeyboardInterrupt):
+        run_comparison(spec, callbacks=[InterruptAt(3)], overrides=["train.eval_every_steps=2"])
+    cell = tmp_path / "out" / "tiny" / "cells" / "main" / "full-seed1"
+    (interrupted,) = list(cell.iterdir())
+    assert (interrupted / "checkpoints" / "last").is_dir() and not (interrupted / "metrics.json").exists()
+    root, board = run_comparison(spec, callbacks=[], overrides=["train.eval_every_steps=2"])
+    assert list(cell.iterdir()) == [interrupted]  # resumed there, not started again elsewhere
+    assert (interrupted / "metrics.json").is_file()
+    steps = [json.loads(line)["step"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["type"] == "train"]
+    assert steps == sorted(set(steps))  # the steps after the checkpoint were not logged twice
