@@ -142,7 +142,10 @@ def data_inspect(
     """Rows per split and how each was formed, class balance, text lengths, a few examples."""
     from texttune.data.inspect import summarize
     from texttune.data.load import load_dataset
+    from texttune.experiment import quiet_libraries
     from texttune.reports.console import render_summary
+
+    quiet_libraries()  # token counts of long texts would print transformers' max-length warning
 
     ds = load_dataset(_data_config(target, config, set_))
     summary = summarize(ds, tokenizer, examples)
