@@ -488,8 +488,24 @@ def generate(
     out.print(generate_reply(model, prompt, max_new_tokens, sample, temperature, top_p, seed), markup=False)
 
 
+def _show_library_log() -> None:
+    """texttune's own log lines (what a transfer replaced, a comparison's progress) go to stdout."""
+    import logging
+
+    class ConsoleHandler(logging.Handler):
+        # Through the console, which finds sys.stdout when it prints (not when the handler is made).
+        def emit(self, record: logging.LogRecord) -> None:
+            out.print(self.format(record), markup=False, soft_wrap=True)
+
+    logger = logging.getLogger("texttune")
+    if not any(type(h).__name__ == "ConsoleHandler" for h in logger.handlers):
+        logger.addHandler(ConsoleHandler())
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
+    _show_library_log()
     try:
         result = app(args=argv, prog_name="texttune", standalone_mode=False)
     except TexttuneError as error:

@@ -235,8 +235,11 @@ def run_comparison(spec_path: str | Path, callbacks=None, overrides: list[str] |
     root = comparison_dir(spec, spec_path, stages, overrides)
     references: dict[str, str] = {}
     finished: dict[tuple[str, str], list[tuple[int, Path]]] = {}
+    total, done = sum(len(c) for c in stages), 0
     for cells in stages:
         for cell in cells:
+            done += 1
+            log.info("== cell %d/%d: %s/%s", done, total, cell.stage, cell.folder_name)
             folder = root / "cells" / cell.stage / cell.folder_name
             run = run_cell(cell, folder, _references_for(cell, references), f"{spec_path} ({cell.stage})", callbacks)
             finished.setdefault((cell.stage, cell.name), []).append((cell.seed, run))

@@ -74,7 +74,7 @@ def test_every_strategy_adapts_the_source_and_predicts(strategy, source_run, tar
     assert whole == (strategy == "full")
     code, out, err = run_cli("predict", result.run_dir, "--text", "what a wonderful film")
     assert code == 0, err
-    assert out.split("\t")[0] in ("neg", "pos")
+    assert out.strip().splitlines()[-1].split("\t")[0] in ("neg", "pos")  # after the runs' log lines
 
 
 def test_same_labels_keep_the_source_head(source_run, tmp_path, caplog):
@@ -94,3 +94,11 @@ def test_init_from_errors_name_the_problem(source_run, target_data, tmp_path, ru
     from_adapters = ["run", *set_options(settings(tmp_path, target_data, init_from=adapters.run_dir,
                                                   **{"model.max_length": 32}))]
     assert_error(run_cli(*from_adapters), "trained with strategy 'adapters', whose modules cannot be folded")
+
+
+def test_the_command_line_shows_what_the_transfer_replaced(source_run, target_data, run_cli, tmp_path):
+    args = settings(tmp_path, target_data, init_from=source_run.run_dir,
+                    **{"model.max_length": 32, "strategy.name": "linear_probe"})
+    code, out, err = run_cli("run", *set_options(args))
+    assert code == 0, err
+    assert "head replaced: the source's 3 labels" in "".join(out.split("\n"))
