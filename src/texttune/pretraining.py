@@ -156,10 +156,15 @@ class MaskedLMTask:
     def _collator(self, seed: int | None):
         from transformers import DataCollatorForLanguageModeling
 
-        return DataCollatorForLanguageModeling(
+        collator = DataCollatorForLanguageModeling(
             self.tokenizer, mlm_probability=self.cfg.probability, whole_word_mask=self.cfg.whole_word,
             mask_replace_prob=self.cfg.mask_replace_prob, random_replace_prob=self.cfg.random_replace_prob,
             seed=seed)
+        if seed is not None:
+            # The collator makes its generator only inside __call__; masking directly would silently
+            # fall back to torch's global RNG (different held-out masks at every evaluation).
+            collator.create_rng()
+        return collator
 
     def mask(self, input_ids: torch.Tensor, collator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(masked inputs, labels with -100 where nothing is predicted)."""

@@ -121,3 +121,19 @@ def test_a_corpus_without_text_is_a_clear_error(tmp_path):
 def test_unknown_pretrain_keys_name_their_path(tmp_path):
     with pytest.raises(TexttuneError, match=r"mlm.probabilty: unknown field"):
         load_pretrain_config(None, ["mlm.probabilty=0.2"])
+
+
+def test_held_out_masks_are_the_same_at_every_evaluation_and_leave_the_training_rng_alone(tokenizer):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from texttune.pretraining import blocks
+
+    task = MaskedLMTask(tokenizer, MaskingConfig(), seed=0)
+    data = blocks(corpus(50), tokenizer, 32)
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=64))
+    state = torch.get_rng_state()
+    first = task.evaluate(model, data, tokenizer.pad_token_id, 16, None)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert task.evaluate(model, data, tokenizer.pad_token_id, 16, None) == first
