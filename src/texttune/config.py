@@ -453,6 +453,13 @@ def load_config(
     base: dict[str, Any] | None = None,
 ) -> ExperimentBase:
     """Resolve defaults ← ``base`` ← file (with its ``extends``) ← ``--set`` overrides, then validate."""
+    merged, origins = merge_sources(path, overrides, base)
+    return validate_config(merged, origins)
+
+
+def merge_sources(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+                  base: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """``base`` ← file (with its ``extends``) ← ``--set`` items, and where each dotted key came from."""
     merged: dict[str, Any] = dict(base or {})
     origins: dict[str, str] = {}
     if path is not None:
@@ -464,24 +471,14 @@ def load_config(
         merged = deep_merge(merged, _nest(key_path, value))
         for i in range(1, len(key_path) + 1):
             origins[".".join(key_path[:i])] = f"--set {item}"
-    return validate_config(merged, origins)
+    return merged, origins
 
 
 def load_root_config(root: type[BaseModel], path: str | Path | None, overrides: list[str] | tuple[str, ...],
                      defaults: dict[str, Any] | None = None) -> Any:
     """Another root config (pre-training, SFT): ``defaults`` ← file (with ``extends``) ← ``--set``;
     errors name the key and where it was set, as for experiments."""
-    merged: dict[str, Any] = {}
-    origins: dict[str, str] = {}
-    if path is not None:
-        merged, file_origins = _read_with_extends(Path(path))
-        origins.update({k: str(v) for k, v in file_origins.items()})
-    for item in overrides:
-        key_path, value = parse_override(item)
-        merged = deep_merge(merged, _nest(key_path, value))
-        for i in range(1, len(key_path) + 1):
-            origins[".".join(key_path[:i])] = f"--set {item}"
-    merged = deep_merge(defaults or {}, merged)
+    merged, origins = merge_sources(path, overrides, defaults)
     try:
         return root.model_validate(merged)
     except ValidationError as err:

@@ -213,6 +213,16 @@ def save(model, tokenizer, run_dir: Path, temperature: float | None) -> float:
     return round(sum(f.stat().st_size for f in target.rglob("*") if f.is_file()) / 2**20, 3)
 
 
+def save_model_folder(model, tokenizer, run_dir: Path) -> Path:
+    """``run_dir/model``: a Hugging Face folder (model + tokenizer), written aside and moved in whole."""
+    tmp = run_dir / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, run_dir / "model")
+    return run_dir / "model"
+
+
 def report(run_dir: Path) -> None:
     from texttune.reports.html import render_report
     from texttune.reports.plots import plot_confusion_matrix, plot_learning_curves

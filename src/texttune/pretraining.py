@@ -262,7 +262,9 @@ def load_tokenizer_for(cfg: PretrainExperiment, train_texts: list[str]):
 
 def run_pretraining(config: PretrainExperiment, callbacks=None):
     """Pre-train and record one run; returns the experiment module's RunResult."""
-    from texttune.experiment import RunResult, create_run_dir, peak_memory_mb, quiet_libraries, write_record_start
+    from texttune.experiment import (
+        RunResult, create_run_dir, peak_memory_mb, quiet_libraries, save_model_folder, write_record_start,
+    )
     from texttune.io import atomic_write_json
     from texttune.reports.plots import plot_learning_curves
     from texttune.training.callbacks import ProgressCallback
@@ -295,10 +297,7 @@ def run_pretraining(config: PretrainExperiment, callbacks=None):
     final = task.evaluate(trainer.model, held_out, tokenizer.pad_token_id, config.train.eval_batch_size,
                           trainer.accelerator)
     model = trainer.accelerator.unwrap_model(trainer.model)
-    tmp = run_dir / ".model.tmp"
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(run_dir / "model")
+    save_model_folder(model, tokenizer, run_dir)
     params = sum(p.numel() for p in model.parameters())
     metrics = {"held_out": final, "held_out_before": before, "steps": state.global_step,
                "best": {"step": state.best_step, "metric": config.train.metric, "value": state.best_value},

@@ -272,7 +272,9 @@ def apply_lora(model, cfg: SFTLora):
 
 def run_sft(config: SFTExperiment, callbacks=None):
     """Fine-tune, evaluate before and after, save the model (LoRA merged); returns a RunResult."""
-    from texttune.experiment import RunResult, create_run_dir, peak_memory_mb, quiet_libraries, write_record_start
+    from texttune.experiment import (
+        RunResult, create_run_dir, peak_memory_mb, quiet_libraries, save_model_folder, write_record_start,
+    )
     from texttune.io import atomic_write_json
     from texttune.training.callbacks import ProgressCallback
     from texttune.training.loop import Trainer
@@ -310,10 +312,7 @@ def run_sft(config: SFTExperiment, callbacks=None):
         from texttune.strategies.lora import merge_peft_layers
 
         merge_peft_layers(model)
-    tmp = run_dir / ".model.tmp"
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(run_dir / "model")
+    save_model_folder(model, tokenizer, run_dir)
     metrics = {"validation_before": before, "validation": after, "steps": state.global_step,
                "params": {"trainable": trainable, "total": total, "trainable_pct": round(100 * trainable / total, 4)},
                "train_time_s": round(state.train_time_s, 3),
