@@ -13,6 +13,7 @@ import resource
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -71,6 +72,24 @@ def create_run_dir(config: ExperimentBase) -> Path:
             "set output_dir to a writable folder"
         ) from None
     raise TexttuneError(f"{base}: too many runs with the same name in the same second")
+
+
+def start_run(config) -> Path:
+    """A new run directory with the start of its record (config, environment)."""
+    run_dir = create_run_dir(config)
+    write_record_start(run_dir, config)
+    return run_dir
+
+
+@contextmanager
+def discarded_on_failure(run_dir: Path, keep: bool = False):
+    """Set-up of a run: if it fails (bad data, bad model), no half-made run directory is left behind."""
+    try:
+        yield
+    except BaseException:
+        if not keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def write_record_start(run_dir: Path, config: ExperimentBase) -> None:
@@ -256,9 +275,8 @@ def run_experiment(
         run_dir, config = _open_for_resume(Path(resume))
     else:
         assert config is not None
-        run_dir = create_run_dir(config)
-        write_record_start(run_dir, config)
-    try:
+        run_dir = start_run(config)
+    with discarded_on_failure(run_dir, keep=resume is not None):  # a resumed run keeps its directory
         ds = prepare_data(config, run_dir)
         if resume is not None:
             _check_labels_match(run_dir, ds)
@@ -271,10 +289,6 @@ def run_experiment(
             head_lr=config.strategy.head_lr,
             callbacks=callbacks if callbacks is not None else [ProgressCallback()],
         )
-    except BaseException:
-        if resume is None:  # nothing trained yet: leave no half-made run directory behind
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
     state = trainer.fit(resume=resume is not None)
     metrics = final_evaluation(trainer, encoded, ds, config.train.calibrate)
     test_logits = metrics.pop("_test_logits", None)

@@ -263,7 +263,7 @@ def load_tokenizer_for(cfg: PretrainExperiment, train_texts: list[str]):
 def run_pretraining(config: PretrainExperiment, callbacks=None):
     """Pre-train and record one run; returns the experiment module's RunResult."""
     from texttune.experiment import (
-        RunResult, create_run_dir, peak_memory_mb, quiet_libraries, save_model_folder, write_record_start,
+        RunResult, discarded_on_failure, peak_memory_mb, quiet_libraries, save_model_folder, start_run,
     )
     from texttune.io import atomic_write_json
     from texttune.reports.plots import plot_learning_curves
@@ -272,9 +272,8 @@ def run_pretraining(config: PretrainExperiment, callbacks=None):
 
     quiet_libraries()
     started = time.perf_counter()
-    run_dir = create_run_dir(config)
-    write_record_start(run_dir, config)
-    try:
+    run_dir = start_run(config)
+    with discarded_on_failure(run_dir):
         train_texts, test_texts, info = corpus_splits(config.corpus, config.seed)
         tokenizer = load_tokenizer_for(config, train_texts)
         train, held_out = blocks(train_texts, tokenizer, config.mlm.block_size), blocks(
@@ -288,9 +287,6 @@ def run_pretraining(config: PretrainExperiment, callbacks=None):
         trainer = Trainer(model, train, held_out, config.train, run_dir=run_dir, pad_id=tokenizer.pad_token_id,
                           label_names=[], seed=config.seed, task=task,
                           callbacks=callbacks if callbacks is not None else [ProgressCallback()])
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
     before = task.evaluate(trainer.model, held_out, tokenizer.pad_token_id, config.train.eval_batch_size,
                            trainer.accelerator) if config.model.init is not None else None
     state = trainer.fit()

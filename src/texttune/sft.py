@@ -273,7 +273,7 @@ def apply_lora(model, cfg: SFTLora):
 def run_sft(config: SFTExperiment, callbacks=None):
     """Fine-tune, evaluate before and after, save the model (LoRA merged); returns a RunResult."""
     from texttune.experiment import (
-        RunResult, create_run_dir, peak_memory_mb, quiet_libraries, save_model_folder, write_record_start,
+        RunResult, discarded_on_failure, peak_memory_mb, quiet_libraries, save_model_folder, start_run,
     )
     from texttune.io import atomic_write_json
     from texttune.training.callbacks import ProgressCallback
@@ -281,9 +281,8 @@ def run_sft(config: SFTExperiment, callbacks=None):
 
     quiet_libraries()
     started = time.perf_counter()
-    run_dir = create_run_dir(config)
-    write_record_start(run_dir, config)
-    try:
+    run_dir = start_run(config)
+    with discarded_on_failure(run_dir):
         train_conv, val_conv, info = load_conversations(config.data, config.seed)
         torch.manual_seed(config.seed)
         model, tokenizer = load_causal_lm(config.model.path)
@@ -298,9 +297,6 @@ def run_sft(config: SFTExperiment, callbacks=None):
         trainer = Trainer(model, train, val, config.train, run_dir=run_dir, pad_id=tokenizer.pad_token_id,
                           label_names=[], seed=config.seed, task=task,
                           callbacks=callbacks if callbacks is not None else [ProgressCallback()])
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
     pad, batch = tokenizer.pad_token_id, config.train.eval_batch_size
     before = task.evaluate(trainer.model, val, pad, batch, trainer.accelerator)
     state = trainer.fit()
