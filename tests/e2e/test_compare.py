@@ -165,3 +165,9 @@ def test_a_cell_interrupted_after_a_checkpoint_resumes_in_its_own_run_directory(
     steps = [json.loads(line)["step"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["type"] == "train"]
     assert steps == sorted(set(steps))  # the steps after the checkpoint were not logged twice
+
+
+def test_runs_compare_refuses_an_unfinished_run(compared, run_cli):
+    root, _, _, _ = compared
+    unfinished = next(p for p in (root / "cells" / "main").glob("*/*") if not (p / "metrics.json").exists())
+    assert_error(run_cli("runs", "compare", unfinished), f"{unfinished}: not a finished run (no metrics.json)")

@@ -56,3 +56,11 @@ def test_the_cli_trains_on_a_built_in_corpus(shared_data, run_cli, tmp_path):
     code, out, err = run_cli("tokenizer", "train", tmp_path / "tok", "--dataset", "trec", "--vocab-size", "500")
     assert code == 0, err
     assert len(AutoTokenizer.from_pretrained(tmp_path / "tok")) == 500
+
+
+def test_the_cli_rejects_an_unknown_kind_and_two_corpora(run_cli, tmp_path):
+    (tmp_path / "a.txt").write_text("a line\n", encoding="utf-8")
+    code, _, err = run_cli("tokenizer", "train", tmp_path / "tok", "--file", tmp_path / "a.txt", "--kind", "bytes")
+    assert code == 2 and "--kind: expected wordpiece or bpe, got 'bytes'" in err
+    code, _, err = run_cli("tokenizer", "train", tmp_path / "tok", "--file", tmp_path / "a.txt", "--dataset", "trec")
+    assert code == 2 and "give a built-in dataset (--dataset) or text files (--file), one of the two" in err
