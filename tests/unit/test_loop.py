@@ -84,6 +84,36 @@ def test_no_weight_decay_on_biases_and_layernorm():
     assert "head.1.weight" in decayed
 
 
+def test_adamw_takes_the_fused_kernel_on_cpu_and_steps_like_the_foreach_one():
+    from texttune.training.optim import fused_adamw_supported
+
+    model = tiny_model()
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-2, weight_decay=0.01))
+    assert optimizer.defaults["fused"] is True  # the CPU has a fused AdamW kernel since torch 2.4
+    reference = tiny_model()
+    by_name = dict(reference.named_parameters())
+    plain = torch.optim.AdamW(
+        [{"params": [by_name[n] for n in names], "weight_decay": g["weight_decay"]}
+         for g, names in zip(optimizer.param_groups, names_by_group(optimizer, model).values())],
+        lr=1e-2, foreach=True)
+    assert not plain.defaults["fused"]
+    for m, opt in ((model, optimizer), (reference, plain)):
+        m.eval()  # no dropout: both models see the same computation
+        for _ in range(3):
+            loss = m(input_ids=torch.tensor([[1, 2, 3]]), labels=torch.tensor([1])).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        if name.endswith("key.bias"):  # its true gradient is 0 (softmax shift): Adam scales rounding noise up
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+        assert not torch.equal(a, dict(tiny_model().named_parameters())[name]), name  # it did train
+    # Mixed devices or integer tensors have no fused kernel: the foreach one is used.
+    assert not fused_adamw_supported([{"params": [torch.zeros(2), torch.zeros(2, device="meta")]}])
+    assert not fused_adamw_supported([{"params": [torch.zeros(2, dtype=torch.long)]}])
+
+
 def test_head_lr_puts_the_head_in_its_own_groups():
     model = tiny_model()
     cfg = TrainConfig(lr=1e-4, weight_decay=0.01)

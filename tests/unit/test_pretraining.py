@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -137,3 +138,40 @@ def test_held_out_masks_are_the_same_at_every_evaluation_and_leave_the_training_
     first = task.evaluate(model, data, tokenizer.pad_token_id, 16, None)
     assert torch.equal(torch.get_rng_state(), state)
     assert task.evaluate(model, data, tokenizer.pad_token_id, 16, None) == first
+
+
+def test_sparse_prediction_gives_the_full_forward_loss_and_gradients(tokenizer):
+    from accelerate import Accelerator
+    from transformers import BertConfig, BertForMaskedLM
+
+    from texttune.pretraining import blocks
+
+    task = MaskedLMTask(tokenizer, MaskingConfig(), seed=0)
+    data = blocks(corpus(20), tokenizer, 32)
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=64, hidden_dropout_prob=0.0,
+                                       attention_probs_dropout_prob=0.0))
+    batch = task.collate(data, np.arange(8), tokenizer.pad_token_id)
+    assert (batch["labels"] != -100).sum() < 0.3 * batch["labels"].numel()  # few positions predicted
+    full = model(**batch).loss
+    full_grads = torch.autograd.grad(full, list(model.parameters()), allow_unused=True)
+    sparse = task.loss(model, batch, Accelerator(cpu=True))
+    assert "labels" in batch  # the caller's batch is left whole
+    torch.testing.assert_close(sparse, full)
+    for (name, p), g in zip(model.named_parameters(), full_grads):
+        got = torch.autograd.grad(sparse, p, retain_graph=True, allow_unused=True)[0]
+        if g is None:
+            assert got is None or not got.any(), name
+        else:
+            torch.testing.assert_close(got, g, rtol=1e-4, atol=1e-6, msg=name)
+    # A masked-LM model of another family takes its own full forward: the same loss.
+    class Wrapped(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kw):
+            return self.inner(**kw)
+
+    torch.testing.assert_close(task.loss(Wrapped(model), batch, Accelerator(cpu=True)), full)

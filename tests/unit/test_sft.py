@@ -105,3 +105,24 @@ def test_bad_sft_data_is_a_clear_error(tiny_lm, tmp_path):
     with pytest.raises(TexttuneError, match="expected a text column .* or prompt and completion columns"):
         run_sft(load_sft_config(None, [f"model.path={tiny_lm}", "data.dataset=null", f"data.train_file={bad}",
                                        f"output_dir={tmp_path / 'runs'}"]), callbacks=[])
+
+
+def test_a_cached_smollm2_folder_with_a_gguf_record_loads_and_saves(tiny_lm, tmp_path, monkeypatch):
+    """A folder converted from GGUF by an earlier texttune kept the GGUF quantization_config: a model
+    loaded from it was marked quantized and could not be saved at the end of an SFT run."""
+    import shutil
+
+    from texttune.sft import load_causal_lm
+
+    cached = tmp_path / "cache" / "models" / "smollm2"
+    shutil.copytree(tiny_lm, cached)
+    config = json.loads((cached / "config.json").read_text())
+    config["quantization_config"] = {"dequantize": False, "gguf_file": "x.gguf", "quant_method": "gguf"}
+    (cached / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("TEXTTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    model, tokenizer = load_causal_lm("smollm2")
+    assert "quantization_config" not in json.loads((cached / "config.json").read_text())
+    model.save_pretrained(tmp_path / "saved")  # raised "The model is quantized with gguf" before
+    reloaded = LlamaForCausalLM.from_pretrained(tmp_path / "saved")
+    ids = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(reloaded(ids).logits, model(ids).logits)
