@@ -39,6 +39,13 @@ app.add_typer(tokenizer_app, name="tokenizer")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+
+def say(message, **kwargs) -> None:
+    """A line for stdout, never hard-wrapped at the terminal's width (replies, paths and Markdown
+    tables stay whole when piped); tables are printed with ``out.print`` and fit the width."""
+    out.print(message, soft_wrap=True, **kwargs)
+
+
 SetOption = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-s", help="Override a config key: --set data.max_train_samples=500 (repeatable)."),
@@ -51,7 +58,7 @@ def version() -> None:
     from texttune.record import environment
 
     for key, value in environment().items():
-        out.print(f"{key}: {value}")
+        say(f"{key}: {value}")
 
 
 # --------------------------------------------------------------------------- config
@@ -81,7 +88,7 @@ def config_validate(
     for file in files:
         try:
             load_config(file)
-            out.print(f"[green]ok[/green]    {file}")
+            say(f"[green]ok[/green]    {file}")
         except TexttuneError as error:
             failed += 1
             err.print(f"[red]error[/red] {escape(str(error))}", soft_wrap=True)
@@ -176,10 +183,10 @@ def data_check(
     out.print(report.render_table())
     path = output if output is not None else unique_path(Path(f"data-check-{ds.name}.json"))
     report.write_json(path)
-    out.print(f"report saved to {path}")
+    say(f"report saved to {path}")
     _, dropped = apply_policy(ds, report, cfg.checks)  # raises under 'fail' or on unusable labels
     if any(counts.get("total", 0) for counts in dropped.values()):
-        out.print(f"policy 'drop' would remove: {json.dumps(dropped)}")
+        say(f"policy 'drop' would remove: {json.dumps(dropped)}")
 
 
 # --------------------------------------------------------------------------- training and using models
@@ -219,10 +226,10 @@ def _print_result(result) -> None:
             table.add_row(split, *(f"{m[k]:.4f}" for k in ("accuracy", "f1_macro", "log_loss", "ece")))
     out.print(table)
     params = metrics["params"]
-    out.print(f"trainable {params['trainable']:,} / {params['total']:,} parameters ({params['trainable_pct']:.2f}%), "
+    say(f"trainable {params['trainable']:,} / {params['total']:,} parameters ({params['trainable_pct']:.2f}%), "
               f"{metrics['train_samples_per_s']:.1f} train samples/s, wall {metrics['wall_time_s']:.1f} s, "
               f"peak memory {metrics['peak_memory_mb']:.0f} MB")
-    out.print(f"report: {result.run_dir / 'report.html'}")
+    say(f"report: {result.run_dir / 'report.html'}")
 
 
 @app.command()
@@ -255,7 +262,7 @@ def predict(
 
         target = output if not output.exists() else unique_path(output)
         write_predictions(target, frame, results)
-        out.print(f"{len(results):,} predictions written to {target}")
+        say(f"{len(results):,} predictions written to {target}")
         return
     for item, result in zip(frame["text"], results):
         # Plain tab-separated lines (no rich wrapping), so the output can be piped into other tools.
@@ -288,13 +295,13 @@ def evaluate(
     from texttune.io import atomic_write_json, unique_path
 
     metrics = evaluate_saved(run_dir, _data_config(data, None, set_), split)
-    out.print(f"{metrics['dataset']}/{split}: {metrics['num_examples']:,} examples")
+    say(f"{metrics['dataset']}/{split}: {metrics['num_examples']:,} examples")
     for key in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "log_loss", "ece"):
-        out.print(f"  {key}: {metrics[key]:.4f}")
+        say(f"  {key}: {metrics[key]:.4f}")
     if output is not None:
         target = unique_path(output)
         atomic_write_json(target, metrics)
-        out.print(f"metrics saved to {target}")
+        say(f"metrics saved to {target}")
 
 
 # --------------------------------------------------------------------------- entry point
@@ -311,7 +318,7 @@ def export(
 
     quiet_libraries()
     target = export_classifier(run_dir, out_dir)
-    out.print(f"model written to {target} (loads with texttune.load or AutoModelForSequenceClassification)")
+    say(f"model written to {target} (loads with texttune.load or AutoModelForSequenceClassification)")
 
 
 @app.command()
@@ -328,8 +335,8 @@ def compare(
     except KeyboardInterrupt:
         err.print(f"interrupted; rerun texttune compare {spec} to keep finished cells and resume the rest")
         raise typer.Exit(130) from None
-    out.print(markdown(board), markup=False)
-    out.print(f"leaderboard: {root / 'leaderboard.md'}  report: {root / 'comparison.html'}")
+    say(markdown(board), markup=False)
+    say(f"leaderboard: {root / 'leaderboard.md'}  report: {root / 'comparison.html'}")
 
 
 @runs_app.command("list")
@@ -364,9 +371,9 @@ def runs_compare(
     from texttune.reports.leaderboard import markdown
 
     board = compare_runs(list(runs), baseline, output)
-    out.print(markdown(board), markup=False)
+    say(markdown(board), markup=False)
     if output is not None:
-        out.print(f"report: {output / 'comparison.html'}")
+        say(f"report: {output / 'comparison.html'}")
 
 
 @tokenizer_app.command("train")
@@ -393,8 +400,8 @@ def tokenizer_train(
     tokenizer = train_tokenizer(texts, kind, vocab_size, min_frequency, lowercase)  # type: ignore[arg-type]
     save_tokenizer(tokenizer, output)
     sample = texts[0][:80]
-    out.print(f"{kind} tokenizer, {len(tokenizer):,} tokens, trained on {len(texts):,} texts: {output}")
-    out.print(f"e.g. {sample!r} -> {tokenizer.tokenize(sample)[:16]}", markup=False)
+    say(f"{kind} tokenizer, {len(tokenizer):,} tokens, trained on {len(texts):,} texts: {output}")
+    say(f"e.g. {sample!r} -> {tokenizer.tokenize(sample)[:16]}", markup=False)
 
 
 @app.command("detect-language")
@@ -415,7 +422,7 @@ def detect_language_cmd(
         text = read_texts(input_file, text_column, None)["text"].tolist()
     for item, result in zip(text, detect_language(list(text), top_k)):
         langs = " ".join(f"{r['lang']}:{r['score']:.3f}" for r in result)
-        out.print(f"{langs}\t{' '.join(item.split())[:80]}", markup=False, soft_wrap=True)
+        say(f"{langs}\t{' '.join(item.split())[:80]}", markup=False)
 
 
 @app.command()
@@ -432,9 +439,9 @@ def pretrain(
         err.print("interrupted")
         raise typer.Exit(130) from None
     held = result.metrics["held_out"]
-    out.print(f"held-out masked-token accuracy {held['accuracy']:.4f}, perplexity {held['perplexity']:.2f} "
+    say(f"held-out masked-token accuracy {held['accuracy']:.4f}, perplexity {held['perplexity']:.2f} "
               f"({held['num_masked']:,} masked tokens); wall {result.metrics['wall_time_s']:.0f} s")
-    out.print(f"model: {result.run_dir / 'model'} (fine-tune with --set model.path={result.run_dir / 'model'})")
+    say(f"model: {result.run_dir / 'model'} (fine-tune with --set model.path={result.run_dir / 'model'})")
 
 
 @app.command("fill-mask")
@@ -449,7 +456,7 @@ def fill_mask_cmd(
 
     quiet_libraries()
     for i, masks in enumerate(fill_mask(run_dir, text, top_k), 1):
-        out.print(f"mask {i}: " + "  ".join(f"{r['token']} {r['score']:.3f}" for r in masks), markup=False)
+        say(f"mask {i}: " + "  ".join(f"{r['token']} {r['score']:.3f}" for r in masks), markup=False)
 
 
 @app.command()
@@ -466,7 +473,7 @@ def sft(
         err.print("interrupted")
         raise typer.Exit(130) from None
     before, after = result.metrics["validation_before"], result.metrics["validation"]
-    out.print(f"held-out loss {before['loss']:.4f} -> {after['loss']:.4f} ({after['supervised_tokens']:,} "
+    say(f"held-out loss {before['loss']:.4f} -> {after['loss']:.4f} ({after['supervised_tokens']:,} "
               f"assistant tokens); {result.metrics['seconds_per_step']:.2f} s per step; model: {result.run_dir / 'model'}")
 
 
@@ -485,7 +492,7 @@ def generate(
     from texttune.sft import generate as generate_reply
 
     quiet_libraries()
-    out.print(generate_reply(model, prompt, max_new_tokens, sample, temperature, top_p, seed), markup=False)
+    say(generate_reply(model, prompt, max_new_tokens, sample, temperature, top_p, seed), markup=False)
 
 
 def _show_library_log() -> None:

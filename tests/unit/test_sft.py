@@ -126,3 +126,14 @@ def test_a_cached_smollm2_folder_with_a_gguf_record_loads_and_saves(tiny_lm, tmp
     reloaded = LlamaForCausalLM.from_pretrained(tmp_path / "saved")
     ids = torch.tensor([[1, 2, 3]])
     torch.testing.assert_close(reloaded(ids).logits, model(ids).logits)
+
+
+def test_the_generate_command_prints_the_reply_unwrapped(tiny_lm, run_cli, monkeypatch):
+    """Piped output keeps the model's own lines: the console does not break them at 80 columns."""
+    import texttune.sft
+
+    reply = "a reply with many words " * 12 + "\nand a second line"
+    monkeypatch.setattr(texttune.sft, "generate", lambda *args, **kwargs: reply)
+    code, out, _ = run_cli("generate", tiny_lm, "--prompt", "hi")
+    assert code == 0
+    assert out.rstrip("\n") == reply
