@@ -170,3 +170,35 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(TexttuneError, match="model folder not found"):
         build_pretrained(PretrainedModelConfig(path=str(tmp_path / "nope")), LABELS)
+
+
+def test_encoder_dropout_overrides_reach_the_encoder_and_its_saved_config(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = PretrainedModelConfig(path=str(tiny_model_dir), attention_dropout=0.0, hidden_dropout=0.2)
+    model, _ = build_pretrained(cfg, ["a", "b"])
+    encoder = model.encoder.model
+    assert encoder.config.attention_probs_dropout_prob == 0.0 and encoder.config.hidden_dropout_prob == 0.2
+    assert encoder.encoder.layer[0].attention.self.dropout.p == 0.0  # the module, not just the config
+    assert encoder.embeddings.dropout.p == 0.2
+    model.save_pretrained(tmp_path / "saved")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved")
+    assert again.encoder.model.config.attention_probs_dropout_prob == 0.0
+    # Unset: the checkpoint's own values.
+    plain, _ = build_pretrained(PretrainedModelConfig(path=str(tiny_model_dir)), ["a", "b"])
+    assert plain.encoder.model.config.attention_probs_dropout_prob == 0.1
+
+
+def test_encoder_dropout_names_follow_the_architecture(tmp_path):
+    from transformers import DistilBertConfig, DistilBertModel, GPT2Config, GPT2Model
+
+    from texttune.errors import TexttuneError
+    from texttune.models.pretrained import load_encoder
+
+    DistilBertModel(DistilBertConfig(dim=32, hidden_dim=64, n_layers=1, n_heads=2, vocab_size=50)).save_pretrained(
+        tmp_path / "distil")
+    encoder = load_encoder(tmp_path / "distil", dropout={"attention_dropout": 0.0, "hidden_dropout": 0.3})
+    assert encoder.config.attention_dropout == 0.0 and encoder.config.dropout == 0.3
+    GPT2Model(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=50)).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(TexttuneError, match="model.attention_dropout: the gpt2 encoder's config has none of"):
+        load_encoder(tmp_path / "gpt2", dropout={"attention_dropout": 0.0})
