@@ -3,7 +3,8 @@
     python -m bench.adamw [--threads N] [--repeats 20] [--json out.json]
 
 The parameter shapes are those of the MiniLM texttune ships (all-MiniLM-L6-v2: 6 layers, hidden
-384, 22.7 M parameters, the 30,522 x 384 word embeddings included); gradients are random. Prints the median milliseconds per ``optimizer.step()``.
+384, 22.6 M parameters without its unused pooler, the 30,522 x 384 word embeddings included);
+gradients are random. Prints the median milliseconds per ``optimizer.step()``.
 """
 
 from __future__ import annotations

@@ -227,8 +227,8 @@ def _print_result(result) -> None:
     out.print(table)
     params = metrics["params"]
     say(f"trainable {params['trainable']:,} / {params['total']:,} parameters ({params['trainable_pct']:.2f}%), "
-              f"{metrics['train_samples_per_s']:.1f} train samples/s, wall {metrics['wall_time_s']:.1f} s, "
-              f"peak memory {metrics['peak_memory_mb']:.0f} MB")
+        f"{metrics['train_samples_per_s']:.1f} train samples/s, wall {metrics['wall_time_s']:.1f} s, "
+        f"peak memory {metrics['peak_memory_mb']:.0f} MB")
     say(f"report: {result.run_dir / 'report.html'}")
 
 
@@ -440,7 +440,7 @@ def pretrain(
         raise typer.Exit(130) from None
     held = result.metrics["held_out"]
     say(f"held-out masked-token accuracy {held['accuracy']:.4f}, perplexity {held['perplexity']:.2f} "
-              f"({held['num_masked']:,} masked tokens); wall {result.metrics['wall_time_s']:.0f} s")
+        f"({held['num_masked']:,} masked tokens); wall {result.metrics['wall_time_s']:.0f} s")
     say(f"model: {result.run_dir / 'model'} (fine-tune with --set model.path={result.run_dir / 'model'})")
 
 
@@ -474,7 +474,7 @@ def sft(
         raise typer.Exit(130) from None
     before, after = result.metrics["validation_before"], result.metrics["validation"]
     say(f"held-out loss {before['loss']:.4f} -> {after['loss']:.4f} ({after['supervised_tokens']:,} "
-              f"assistant tokens); {result.metrics['seconds_per_step']:.2f} s per step; model: {result.run_dir / 'model'}")
+        f"assistant tokens); {result.metrics['seconds_per_step']:.2f} s per step; model: {result.run_dir / 'model'}")
 
 
 @app.command()
@@ -502,7 +502,7 @@ def _show_library_log() -> None:
     class ConsoleHandler(logging.Handler):
         # Through the console, which finds sys.stdout when it prints (not when the handler is made).
         def emit(self, record: logging.LogRecord) -> None:
-            out.print(self.format(record), markup=False, soft_wrap=True)
+            say(self.format(record), markup=False)
 
     logger = logging.getLogger("texttune")
     if not any(type(h).__name__ == "ConsoleHandler" for h in logger.handlers):

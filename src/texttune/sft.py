@@ -215,7 +215,7 @@ def smollm2_folder() -> Path:
 
 
 def _drop_quantization_record(config_file: Path) -> None:
-    """Folders converted by texttune <= 0.x kept the GGUF ``quantization_config`` (plain fp32 tensors
+    """Folders converted before this was fixed kept the GGUF ``quantization_config`` (plain fp32 tensors
     all the same): remove it so that models loaded from the folder can be saved."""
     import json
 
