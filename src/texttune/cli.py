@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from texttune import __version__
+from texttune.compat import Abort, ClickException
 from texttune.errors import TexttuneError
 
 app = typer.Typer(
@@ -50,6 +50,20 @@ SetOption = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-s", help="Override a config key: --set data.max_train_samples=500 (repeatable)."),
 ]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        say(f"texttune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print texttune's version and exit.")] = False,
+) -> None:
+    """Train, adapt and compare text classifiers."""
 
 
 @app.command()
@@ -492,7 +506,8 @@ def generate(
     from texttune.sft import generate as generate_reply
 
     quiet_libraries()
-    say(generate_reply(model, prompt, max_new_tokens, sample, temperature, top_p, seed), markup=False)
+    # The model's own text, verbatim: no markup, emoji codes or whitespace handling of the console.
+    typer.echo(generate_reply(model, prompt, max_new_tokens, sample, temperature, top_p, seed))
 
 
 def _show_library_log() -> None:
@@ -518,10 +533,10 @@ def main(argv: list[str] | None = None) -> int:
     except TexttuneError as error:
         err.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
         return error.exit_code
-    except click.exceptions.Abort:
+    except Abort:
         err.print("aborted")
         return 130
-    except click.exceptions.ClickException as error:
+    except ClickException as error:  # usage errors: one usage line and the message, exit 2
         error.show()
         return error.exit_code
     return result if isinstance(result, int) else 0

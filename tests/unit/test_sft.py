@@ -132,7 +132,7 @@ def test_the_generate_command_prints_the_reply_unwrapped(tiny_lm, run_cli, monke
     """Piped output keeps the model's own lines: the console does not break them at 80 columns."""
     import texttune.sft
 
-    reply = "a reply with many words " * 12 + "\nand a second line"
+    reply = "a reply with many words " * 12 + "\nand a second line, [b]not markup[/b] :smile: "
     monkeypatch.setattr(texttune.sft, "generate", lambda *args, **kwargs: reply)
     code, out, _ = run_cli("generate", tiny_lm, "--prompt", "hi")
     assert code == 0

@@ -11,20 +11,20 @@ Two modes:
   gets its own trainable key and value vectors that every token can attend to.
 
 Written here with forward hooks rather than with PEFT: PEFT's prompt learning wraps the whole model
-and feeds prefixes through ``past_key_values``, which encoder models handle differently from one
+and feeds prefixes through the key/value cache, which encoder models handle differently from one
 transformers version to the next. The hooks work on the layer stack and attention modules of any
 BERT-family encoder of transformers 5 and of texttune's Transformer.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
+from texttune.compat import attention_cache_keyword
 from texttune.errors import TexttuneError
 from texttune.strategies import StrategyConfig, freeze_encoder_except, register
 from texttune.strategies.blocks import find_in_layer, transformer_layers
@@ -131,7 +131,7 @@ class _PrefixKeyValues:
 
 def _hf_deep_prefix(module: nn.Module, args: tuple, kwargs: dict[str, Any]):
     heads = module.num_attention_heads if hasattr(module, "num_attention_heads") else module.config.num_attention_heads
-    kwargs["past_key_values"] = _PrefixKeyValues(module.prefix, heads)
+    kwargs[module.prefix_cache_keyword] = _PrefixKeyValues(module.prefix, heads)
     if kwargs.get("attention_mask") is not None:  # (B, 1, Tq, Tk): the prefix keys are always visible
         kwargs["attention_mask"] = _extend_key_mask(kwargs["attention_mask"], module.prefix.keys.shape[0])
     return args, kwargs
@@ -166,7 +166,8 @@ def inject_prefix(model, cfg: PrefixConfig):
         attention.add_module("prefix", LayerPrefix(p, hidden))
         if isinstance(attention, nn.MultiheadAttention):
             attention.register_forward_pre_hook(_mha_deep_prefix, with_kwargs=True)
-        elif "past_key_values" in inspect.signature(attention.forward).parameters:
+        elif (keyword := attention_cache_keyword(attention)) is not None:
+            attention.prefix_cache_keyword = keyword
             attention.register_forward_pre_hook(_hf_deep_prefix, with_kwargs=True)
         else:
             raise TexttuneError(f"strategy 'prefix' (mode deep): {type(attention).__name__} takes no key/value "
