@@ -195,9 +195,10 @@ def data_check(
     ds = load_dataset(cfg, carve=carved)
     report = run_checks(ds, cfg.checks)
     out.print(report.render_table())
-    path = output if output is not None else unique_path(Path(f"data-check-{ds.name}.json"))
+    wanted = output if output is not None else Path(f"data-check-{ds.name}.json")
+    path = unique_path(wanted)  # an existing file is never replaced
     report.write_json(path)
-    say(f"report saved to {path}")
+    say(f"report saved to {path}" + (f" ({wanted} exists and was kept)" if path != wanted else ""))
     _, dropped = apply_policy(ds, report, cfg.checks)  # raises under 'fail' or on unusable labels
     if any(counts.get("total", 0) for counts in dropped.values()):
         say(f"policy 'drop' would remove: {json.dumps(dropped)}")
@@ -223,10 +224,20 @@ def run(
             result = run_experiment(resume=resume)
         else:
             result = run_experiment(load_config(config, set_ or []))
-    except KeyboardInterrupt:
-        err.print("interrupted; continue with: texttune run --resume RUN_DIR (the run directory printed above)")
+    except KeyboardInterrupt as interrupt:
+        err.print(_interrupted(getattr(interrupt, "run_dir", None)), soft_wrap=True)
         raise typer.Exit(130) from None
     _print_result(result)
+
+
+def _interrupted(run_dir: Path | None) -> str:
+    """What Ctrl-C left: a run to resume, a run with no checkpoint yet, or nothing."""
+    if run_dir is None or not run_dir.is_dir():
+        return "interrupted before training started; no run directory was kept"
+    if (run_dir / "checkpoints" / "last" / "trainer_state.json").is_file():
+        return f"interrupted; continue with: texttune run --resume {run_dir}"
+    return (f"interrupted before the first checkpoint: {run_dir} cannot be resumed; start the run again "
+            "(checkpoints are written at every evaluation: train.eval_every_steps)")
 
 
 def _print_result(result) -> None:
@@ -539,6 +550,10 @@ def main(argv: list[str] | None = None) -> int:
     except ClickException as error:  # usage errors: one usage line and the message, exit 2
         error.show()
         return error.exit_code
+    except OSError as error:  # a path given that cannot be read or written: permissions, a full disk
+        where = f"{error.filename}: " if error.filename else ""
+        err.print(f"[red]error:[/red] {escape(where + (error.strerror or str(error)))}", soft_wrap=True)
+        return 1
     return result if isinstance(result, int) else 0
 
 

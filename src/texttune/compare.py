@@ -33,7 +33,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from texttune.config import (
     ConfigError, ExperimentBase, Section, _nest, _read_with_extends, deep_merge, format_validation_error,
-    validate_config,
+    read_yaml, validate_config,
 )
 from texttune.errors import TexttuneError
 
@@ -92,12 +92,10 @@ class Cell:
 
 def load_spec(path: Path) -> CompareSpec:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path)  # bounded, duplicate keys refused, errors name the file and line
     except OSError as err:
         raise TexttuneError(f"{path}: cannot read the spec ({err.strerror or err})") from None
-    except yaml.YAMLError as err:
-        raise TexttuneError(f"{path}: invalid YAML ({err})") from None
-    if not isinstance(data, dict):
+    if not data:
         raise TexttuneError(f"{path}: a spec is a mapping (name, base, axes, seeds, ...)")
     try:
         return CompareSpec.model_validate(data)

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from texttune.errors import ConfigError
+from texttune.io import MAX_YAML_BYTES, YAMLSyntaxError, load_yaml
 from texttune.registry import Registry, suggest
 
 # Config classes of encoders and strategies are registered here by the modules that implement them.
@@ -270,6 +271,25 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+_DATA_FILES = ("train_file", "validation_file", "test_file")
+
+
+def merge_layer(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``deep_merge``, except that a later source naming its own data replaces the earlier source's:
+    ``--set data.train_file=my.csv`` over a config with ``dataset: trec`` trains on the file, and
+    ``--set data.dataset=imdb`` over a config of files on IMDB. Within one source, both is an error."""
+    new, old = layer.get("data"), base.get("data")
+    if isinstance(new, dict) and isinstance(old, dict):
+        old = dict(old)
+        if new.get("train_file") is not None and "dataset" not in new:
+            old.pop("dataset", None)  # the DataConfig default steps aside for train_file too
+        if new.get("dataset") is not None and not any(key in new for key in _DATA_FILES):
+            for key in _DATA_FILES:
+                old.pop(key, None)
+        base = {**base, "data": old}
+    return deep_merge(base, layer)
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``"train.lr=3e-4"`` → (["train", "lr"], 0.0003). Values are parsed as YAML."""
     if "=" not in item:
@@ -279,9 +299,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not all(path):
         raise ConfigError(f"--set {item}: empty key in '{key}'")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = load_yaml(raw, f"--set {_shorten(item)}") if raw.strip() else ""
+    except YAMLSyntaxError:
+        value = raw  # not YAML (an unbalanced bracket, say): the text itself
     # YAML 1.1 reads "3e-4" as a string; a user writing it means a number.
     if isinstance(value, str):
         try:
@@ -301,6 +321,9 @@ def _nest(path: list[str], value: Any) -> dict[str, Any]:
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read one YAML mapping, naming the file (and line) in every error."""
     try:
+        if Path(path).is_file() and Path(path).stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: {Path(path).stat().st_size:,} bytes; a config file holds at most "
+                              f"{MAX_YAML_BYTES:,}")
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
@@ -308,13 +331,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: is a folder, not a config file") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    data = load_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -337,9 +354,9 @@ def _read_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[st
     for parent in parents:
         parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
         parent_data, parent_origins = _read_with_extends(parent_path, (*seen, resolved))
-        merged = deep_merge(merged, parent_data)
+        merged = merge_layer(merged, parent_data)
         origins.update(parent_origins)
-    merged = deep_merge(merged, data)
+    merged = merge_layer(merged, data)
     for key_path in _leaf_paths(data):
         origins[key_path] = path
     return merged, origins
@@ -437,11 +454,26 @@ def format_validation_error(
         else:
             message = item["msg"]
             if kind not in ("missing", "value_error") and not isinstance(item.get("input"), dict):
-                message += f" (got {item.get('input')!r})"
+                message += f" (got {_short_repr(item.get('input'))})"
             if message.startswith("Value error, "):
                 message = message[len("Value error, ") :]
         lines.append(f"{dotted}: {message} in {_origin(dotted, origins)}")
+    if len(lines) > MAX_ERROR_LINES:  # a long list of wrong items: the first ones tell the story
+        lines[MAX_ERROR_LINES:] = [f"... and {len(lines) - MAX_ERROR_LINES} more errors"]
     return "\n".join(lines)
+
+
+MAX_ERROR_LINES = 20
+
+
+def _short_repr(value: Any) -> str:
+    return _shorten(repr(value))
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    """What the user wrote, cut short: an error message stays one readable line."""
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 # --------------------------------------------------------------------------- loading
@@ -464,14 +496,15 @@ def merge_sources(path: str | Path | None, overrides: list[str] | tuple[str, ...
     origins: dict[str, str] = {}
     if path is not None:
         file_data, file_origins = _read_with_extends(Path(path))
-        merged = deep_merge(merged, file_data)
+        merged = merge_layer(merged, file_data)
         origins.update({k: str(v) for k, v in file_origins.items()})
+    command_line: dict[str, Any] = {}  # one source: --set data.train_file=a --set data.dataset=b is an error
     for item in overrides:
         key_path, value = parse_override(item)
-        merged = deep_merge(merged, _nest(key_path, value))
+        command_line = deep_merge(command_line, _nest(key_path, value))
         for i in range(1, len(key_path) + 1):
-            origins[".".join(key_path[:i])] = f"--set {item}"
-    return merged, origins
+            origins[".".join(key_path[:i])] = f"--set {_shorten(item)}"
+    return merge_layer(merged, command_line), origins
 
 
 def load_root_config(root: type[BaseModel], path: str | Path | None, overrides: list[str] | tuple[str, ...],

@@ -114,6 +114,12 @@ def prepare_data(config: ExperimentBase, run_dir: Path) -> TextDataset:
     if not ds.has_labels:
         raise TexttuneError(f"dataset '{ds.name}' has no labels: texttune run trains classifiers")
     report.write_json(run_dir / "data_checks.json")
+    caveats = report.caveats()
+    if caveats:  # before training, so the user can stop and fix the data; also beside every leaderboard score
+        log.warning("data checks: %d finding%s change what the scores on this data mean (policy warn; all "
+                    "findings in %s):", len(caveats), "s" * (len(caveats) > 1), run_dir / "data_checks.json")
+        for line in caveats:
+            log.warning("  %s", line)
     splits = {}
     for name in ds.split_names():
         df = ds.splits[name]
@@ -124,7 +130,8 @@ def prepare_data(config: ExperimentBase, run_dir: Path) -> TextDataset:
             "classes": {label: int(counts.get(i, 0)) for i, label in enumerate(ds.label_names or [])},
         }
     atomic_write_json(run_dir / "data.json", {
-        "name": ds.name, "task": ds.task, "labels": ds.label_names, "notes": ds.notes, "splits": splits,
+        "name": ds.name, "task": ds.task, "labels": ds.label_names, "notes": ds.notes, "caveats": caveats,
+        "splits": splits,
         "fingerprint": frame_fingerprint_all(splits),
     })
     for split in ("train", "validation"):
@@ -265,10 +272,6 @@ def run_experiment(
     callbacks: list[Any] | None = None,
 ) -> RunResult:
     """Train and evaluate one experiment; ``resume`` continues an interrupted run directory."""
-    from texttune.training.callbacks import ProgressCallback
-    from texttune.models.saving import saves_trained_only
-    from texttune.training.loop import Trainer
-
     quiet_libraries()
     started = time.perf_counter()
     if resume is not None:
@@ -276,6 +279,21 @@ def run_experiment(
     else:
         assert config is not None
         run_dir = start_run(config)
+    log.info("%s run directory: %s", "resuming the" if resume is not None else "new", run_dir)
+    try:
+        return _train_and_record(config, run_dir, resume is not None, callbacks, started)
+    except KeyboardInterrupt as interrupt:
+        interrupt.run_dir = run_dir  # the CLI says how to continue (or that nothing was kept)
+        raise
+
+
+def _train_and_record(config: ExperimentBase, run_dir: Path, resuming: bool, callbacks: list[Any] | None,
+                      started: float) -> RunResult:
+    from texttune.models.saving import saves_trained_only
+    from texttune.training.callbacks import ProgressCallback
+    from texttune.training.loop import Trainer
+
+    resume = run_dir if resuming else None
     with discarded_on_failure(run_dir, keep=resume is not None):  # a resumed run keeps its directory
         ds = prepare_data(config, run_dir)
         if resume is not None:

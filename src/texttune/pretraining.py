@@ -245,12 +245,11 @@ def build_mlm_model(cfg: MLMModelConfig, tokenizer, block_size: int):
     from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
 
     if cfg.init is not None:
+        from texttune.models.saving import load_pretrained
         from texttune.resources import resolve_model_path
 
-        try:  # an encoder without MLM weights (MiniLM) gets a freshly initialised head
-            return AutoModelForMaskedLM.from_pretrained(str(resolve_model_path(cfg.init)), dtype=torch.float32)
-        except OSError as err:
-            raise TexttuneError(f"model.init: cannot load {cfg.init} ({str(err).splitlines()[0]})") from None
+        # An encoder without MLM weights (MiniLM) gets a freshly initialised head.
+        return load_pretrained(AutoModelForMaskedLM, resolve_model_path(cfg.init), name=cfg.init, dtype=torch.float32)
     if cfg.hidden_size % cfg.num_heads:
         raise TexttuneError(f"model.hidden_size ({cfg.hidden_size}) must be divisible by model.num_heads ({cfg.num_heads})")
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
@@ -339,14 +338,15 @@ def load_pretrain_config(path: Path | None, overrides: list[str]) -> PretrainExp
 
 def fill_mask(run: str | Path, text: str, top_k: int = 5) -> list[dict[str, Any]]:
     """The ``top_k`` tokens for each mask of ``text`` (write the tokenizer's mask token, e.g. [MASK])."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+    from transformers import AutoModelForMaskedLM, pipeline
+
+    from texttune.models.saving import load_pretrained, load_tokenizer_from
 
     folder = Path(run) / "model" if (Path(run) / "model").is_dir() else Path(run)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForMaskedLM.from_pretrained(folder)
-    except (OSError, ValueError) as err:
-        raise TexttuneError(f"{folder}: no masked-LM model here ({str(err).splitlines()[0]})") from None
+    if not (folder / "config.json").is_file():
+        raise TexttuneError(f"{folder}: no masked-LM model here (no config.json)")
+    tokenizer = load_tokenizer_from(folder)
+    model = load_pretrained(AutoModelForMaskedLM, folder, strict=True)
     if tokenizer.mask_token not in text:
         raise TexttuneError(f"the text has no {tokenizer.mask_token} token to fill")
     results = pipeline("fill-mask", model=model, tokenizer=tokenizer, top_k=top_k, device="cpu")(text)

@@ -228,14 +228,13 @@ def _drop_quantization_record(config_file: Path) -> None:
 
 
 def load_causal_lm(path: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from texttune.models.saving import load_pretrained, load_tokenizer_from
 
     folder = smollm2_folder() if path == "smollm2" else path
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    except (OSError, ValueError) as err:
-        raise TexttuneError(f"{path}: cannot load a causal LM ({str(err).splitlines()[0]})") from None
+    tokenizer = load_tokenizer_from(folder, name=path)
+    model = load_pretrained(AutoModelForCausalLM, folder, name=path, dtype=torch.float32)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

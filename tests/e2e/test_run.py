@@ -535,3 +535,72 @@ def test_test_predictions_record_every_test_example(finished):
     assert len(record["rows"]) == len(record["labels"]) == len(record["predicted"]) == len(TOY_ROWS)
     accuracy = sum(p == y for p, y in zip(record["predicted"], record["labels"])) / len(TOY_ROWS)
     assert accuracy == pytest.approx(finished.metrics["test"]["accuracy"])
+
+
+def test_the_quickstart_config_trains_on_your_own_file(run_cli, tmp_path):
+    """The README's quick start pointed at your own CSV: the file on the command line replaces the
+    config's built-in dataset (it failed with "set data.dataset or data.train_file, not both")."""
+    rows = [(f"{text} number {i}", label) for i in range(6) for text, label in TOY_ROWS]
+    data = write_csv(tmp_path / "mine.csv", rows)
+    quickstart = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+    code, out, err = run_cli("run", quickstart, *set_options([
+        f"data.train_file={data}", f"output_dir={tmp_path / 'runs'}",
+        "train.max_steps=1", "train.num_threads=1", "model.max_length=16",
+    ]))
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    config = json.loads(json.dumps(load_config(run_dir / "config.yaml").data.model_dump(mode="json")))
+    assert config["dataset"] is None and config["train_file"] == str(data)
+    splits = json.loads((run_dir / "data.json").read_text())["splits"]
+    assert splits["train"]["file"] == str(data)
+    assert sum(split["rows"] for split in splits.values()) == len(rows)  # all three carved from the file
+
+
+@pytest.mark.parametrize(("at_step", "resumable"), [(6, True), (2, False)])  # checkpoints at steps 4, 8, 12
+def test_ctrl_c_through_the_cli_names_the_run_directory(at_step, resumable, run_cli, tiny_model_dir, toy,
+                                                         tmp_path, monkeypatch):
+    """The run directory is printed when the run starts, and Ctrl-C says how to continue it (or that it
+    cannot be continued), with the directory itself rather than "the run directory printed above"."""
+    from texttune.training.callbacks import ProgressCallback
+
+    def interrupt(self, trainer):
+        if trainer.state.global_step == at_step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProgressCallback, "on_step_end", interrupt)
+    code, out, err = run_cli("run", *set_options(overrides(tiny_model_dir, tmp_path, toy, **A_SETTINGS)))
+    assert code == 130 and "Traceback" not in out + err
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert f"newrundirectory:{run_dir}" in squash(out)
+    if resumable:
+        assert f"interrupted; continue with: texttune run --resume {run_dir}" in err
+        monkeypatch.undo()
+        code, out, err = run_cli("run", "--resume", run_dir)
+        assert code == 0, err
+        assert f"resumingtherundirectory:{run_dir}" in squash(out)
+    else:
+        assert f"interrupted before the first checkpoint: {run_dir} cannot be resumed" in err
+
+
+def test_train_test_overlap_is_printed_before_training_and_shown_beside_the_score(run_cli, tiny_model_dir,
+                                                                                    tmp_path):
+    """Under the default policy (warn) a test split sharing texts with train trains, but the console
+    says so before training, and the leaderboard carries it next to the score it inflates."""
+    train = write_csv(tmp_path / "train.csv", [(f"{t} {i}", lab) for i in range(3) for t, lab in TOY_ROWS])
+    test = write_csv(tmp_path / "test.csv", [(f"{t} 0", lab) for t, lab in TOY_ROWS[:3]] + TOY_ROWS[3:])
+    validation = write_csv(tmp_path / "validation.csv", [(f"{t} v", lab) for t, lab in TOY_ROWS])
+    sets = overrides(tiny_model_dir, tmp_path / "runs", train, **{"data.test_file": test, "data.validation_file": validation,
+                                                                "train.max_steps": 2})
+    code, out, err = run_cli("run", *set_options(sets))
+    assert code == 0, err
+    before_training = out[: out.index("Run")]  # the result table comes after training
+    assert "data checks: 1 finding change what the scores on this data mean" in before_training
+    assert "train∩test: 3 distinct texts in both train and test (3 rows in train, 3 in test)" in before_training
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "data.json").read_text())["caveats"] == [
+        "train∩test: 3 distinct texts in both train and test (3 rows in train, 3 in test)"]
+    code, out, err = run_cli("runs", "compare", run_dir, "--output", tmp_path / "board")
+    assert code == 0, err
+    assert "train∩test: 3 distinct texts in both train and test" in out
+    assert "train∩test: 3 distinct texts" in (tmp_path / "board" / "comparison.html").read_text()
+    assert "train∩test" in (tmp_path / "board" / "leaderboard.csv").read_text()

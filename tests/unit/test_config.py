@@ -160,3 +160,89 @@ def test_bare_no_for_mixed_precision_means_no_not_false(tmp_path):
     assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
     with pytest.raises(ConfigError, match="train.mixed_precision"):
         load_config(None, ["train.mixed_precision=yes"])
+
+
+# --------------------------------------------------------------------------- a later source's data wins
+
+
+def test_a_file_on_the_command_line_replaces_the_configs_dataset(tmp_path):
+    path = write(tmp_path / "c.yaml", "data:\n  dataset: trec\n")
+    data = load_config(path, ["data.train_file=my.csv"]).data
+    assert (data.dataset, str(data.train_file)) == (None, "my.csv")
+
+
+def test_a_dataset_on_the_command_line_replaces_the_configs_files(tmp_path):
+    path = write(tmp_path / "c.yaml", "data:\n  train_file: a.csv\n  test_file: b.csv\n  text_column: t\n")
+    data = load_config(path, ["data.dataset=imdb"]).data
+    assert (data.dataset, data.train_file, data.test_file, data.text_column) == ("imdb", None, None, "t")
+
+
+def test_a_child_config_with_files_replaces_its_parents_dataset(tmp_path):
+    write(tmp_path / "base.yaml", "data:\n  dataset: trec\n")
+    path = write(tmp_path / "c.yaml", "extends: base.yaml\ndata:\n  train_file: my.csv\n")
+    assert load_config(path).data.dataset is None
+
+
+def test_one_source_naming_both_is_still_an_error(tmp_path):
+    path = write(tmp_path / "c.yaml", "data:\n  dataset: trec\n  train_file: my.csv\n")
+    with pytest.raises(ConfigError, match=f"set data.dataset or data.train_file, not both in {path}"):
+        load_config(path)
+
+
+# --------------------------------------------------------------------------- YAML bounds
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    import time
+
+    path = write(tmp_path / "bomb.yaml", BOMB)
+    assert len(BOMB) < 400
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=rf"^{path}: line \d+: YAML expands to more than 100,000 values"):
+        load_config(path)
+    assert time.perf_counter() - start < 5  # it took 245 s and 16.9 GB before the bound
+
+
+def test_an_alias_bomb_in_set_is_refused_in_a_short_message():
+    with pytest.raises(ConfigError, match=r"^--set name=a: &a .*YAML expands to more than 100,000 values") as err:
+        load_config(None, [f"name={BOMB}"])
+    assert len(str(err.value)) < 500
+
+
+def test_deeply_nested_yaml_is_refused(tmp_path):
+    for depth in (60, 5000):  # past the bound, and past Python's recursion limit
+        path = write(tmp_path / f"deep{depth}.yaml", "a: " + "[" * depth + "]" * depth + "\n")
+        with pytest.raises(ConfigError, match=rf"^{path}: (line 1: )?YAML nested more than 50 levels deep"):
+            load_config(path)
+
+
+def test_duplicate_keys_are_refused_naming_both_lines(tmp_path):
+    path = write(tmp_path / "c.yaml", "train:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: line 4: key 'lr' appears twice in one mapping \(first on line 2\)"):
+        load_config(path)
+
+
+def test_an_oversized_config_file_is_refused_before_reading(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("name: x\n" + "# padding\n" * 120_000)
+    with pytest.raises(ConfigError, match=rf"^{path}: [\d,]+ bytes; a config file holds at most 1,048,576"):
+        load_config(path)
+
+
+def test_a_long_wrong_value_is_cut_short_in_the_message():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.lr=" + "x" * 100_000])
+    assert len(str(err.value)) < 400 and "(100,002 characters)" in str(err.value)  # the value, cut short
+
+
+def test_yaml_merge_keys_and_shared_anchors_still_work(tmp_path):
+    path = write(tmp_path / "c.yaml", "defaults: &d {epochs: 2}\ntrain:\n  <<: *d\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match="defaults: unknown field"):  # anchors parse; the key is unknown
+        load_config(path)
+    path = write(tmp_path / "d.yaml", "train: &t\n  epochs: 2\n")
+    assert load_config(path).train.epochs == 2

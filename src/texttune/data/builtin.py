@@ -155,4 +155,5 @@ def load_builtin(name: str, data_dir: Path, hub_fallback: bool = True) -> TextDa
         provenance=provenance,
         files={split: str(path) for split, path in files.items()},
         notes=list(spec.notes),
+        label_source=str(labels_path) if label_names is not None else None,
     )

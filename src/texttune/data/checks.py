@@ -46,6 +46,8 @@ Severity = Literal["error", "warning", "info"]
 
 MAX_ROWS = 20
 MAX_EXAMPLES = 3
+# Duplicates above this share of a split are a caveat beside its scores (CheckReport.caveats).
+DUPLICATE_SHARE = 0.01
 EXAMPLE_CHARS = 80
 # What the drop policy removes, in the order the reasons are attributed (a row counts once).
 DROP_REASONS = (
@@ -110,6 +112,23 @@ class CheckReport:
     def write_json(self, path: str | Path) -> Path:
         """Write the report atomically, so a reader never sees a half-written file."""
         return atomic_write_json(path, self.to_dict())
+
+    def caveats(self) -> list[str]:
+        """The findings that change what a score on this data means, one short line each: texts shared
+        by train and an evaluation split (the score is inflated), texts with conflicting labels, empty
+        texts, duplicates above ``DUPLICATE_SHARE`` of a split. Only the ``warn`` policy trains on
+        them (``drop`` removes those rows, ``fail`` stops)."""
+        if self.policy != "warn":
+            return []
+        lines = []
+        for f in self.findings:
+            if f.check in ("overlap", "overlap_normalized") and f.split.split("∩")[0] == "train":
+                lines.append(f"{f.split}: {f.message.split('; rows listed')[0]}")
+            elif f.check in ("conflicting_labels", "empty_text"):
+                lines.append(f"{f.split}: {f.message}")
+            elif f.check in ("duplicates", "duplicates_normalized") and f.count > DUPLICATE_SHARE * self.rows.get(f.split, 0):
+                lines.append(f"{f.split}: {f.message}")
+        return lines
 
     def render_table(self) -> Table:
         table = Table(title=f"Data checks: {self.dataset} (policy {self.policy})")
@@ -293,10 +312,21 @@ def _check_labels(ds: TextDataset, split: str, df: pd.DataFrame) -> list[Finding
     if unknown.any():
         message = (
             f"{_n(unknown.sum(), 'row')} with a label outside the label set "
-            f"{_names(ds.label_names)}{_raw_values(df, unknown)}"
+            f"{_names(ds.label_names)}{_label_source(ds)}{_raw_values(df, unknown)}"
         )
         findings.append(_finding("unknown_label", split, "error", unknown.sum(), message, df, unknown))
     return findings
+
+
+def _label_source(ds: TextDataset) -> str:
+    # The set may come from a labels.txt the user never meant to use: name it, so it can be fixed.
+    return f" from {ds.label_source}" if ds.label_source else ""
+
+
+def _listed(names: list[str], limit: int = 10) -> str:
+    """Up to ``limit`` names and how many more: a message stays short with thousands of classes."""
+    more = f", … ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def _names(names: list[str], limit: int = 10) -> str:
@@ -408,9 +438,9 @@ def _check_imbalance(ds: TextDataset, split: str, limit: float) -> list[Finding]
         f"= {counts[big] / counts[small]:.1f}"
     )
     if len(empty):
-        message += f"; classes with no rows: {', '.join(names[i] for i in empty)}"
+        message += f"; classes with no rows: {_listed([names[i] for i in empty])}"
     if len(flagged):
-        message += f"; more than {limit:g}x smaller: {', '.join(names[i] for i in flagged)}"
+        message += f"; more than {limit:g}x smaller: {_listed([names[i] for i in flagged])}"
     else:
         message += f" (limit {limit:g})"
     severity: Severity = "warning" if len(empty) or len(flagged) else "info"

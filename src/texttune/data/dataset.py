@@ -38,6 +38,8 @@ class TextDataset:
     # The file behind each split (for messages): {"train": "/data/trec/train.parquet"}.
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Where label_names came from ("/data/labels.txt", "data.label_names", ...), for messages.
+    label_source: str | None = None
 
     @property
     def has_labels(self) -> bool:

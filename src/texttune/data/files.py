@@ -10,14 +10,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from texttune.config import DataConfig
 from texttune.data.dataset import MISSING_LABEL, UNKNOWN_LABEL, TextDataset
 from texttune.errors import DataError
+
+log = logging.getLogger("texttune")
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}
@@ -59,7 +64,23 @@ def read_table(path: Path, fmt: str, delimiter: str | None = None) -> pd.DataFra
             df = _read_delimited(path, text, sep)
     if len(df) == 0:
         raise DataError(f"{path}: has a header but no data rows")
+    _refuse_duplicate_columns(path, list(df.columns))
     return df
+
+
+def _refuse_duplicate_columns(path: Path, names: list[Any]) -> None:
+    """Two columns of one name: whichever a reader keeps, the other's data would be lost unseen."""
+    seen: set[Any] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{path}: the column name {_shown(name)} appears more than once; rename one")
+        seen.add(name)
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """``repr`` of a value from a file, cut short: messages stay one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _decode(path: Path) -> str:
@@ -89,6 +110,8 @@ def _read_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
         raise DataError(f"{path}: malformed {_sep_name(sep)}-separated file: {detail}") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
+    if any(_MANGLED.search(str(c)) for c in df.columns):
+        _refuse_duplicate_columns(path, _header_as_written(text, sep, quoting))
     if len(df.columns) == 1:
         header = str(df.columns[0])
         for other in (",", "\t", ";", "|"):
@@ -101,28 +124,110 @@ def _read_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
     return df
 
 
+# pandas renames a repeated header name ('text,text' → 'text', 'text.1') without a word.
+_MANGLED = re.compile(r"\.\d+$")
+
+
+def _header_as_written(text: str, sep: str, quoting: int) -> list[str]:
+    """The header's names before pandas de-duplicates them: the first line read as a data row."""
+    first = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, quoting=quoting,
+                        header=None, nrows=1)
+    return [str(name) for name in first.iloc[0]]
+
+
 def _sep_name(sep: str) -> str:
     return {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}.get(sep, repr(sep))
 
 
 def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
     records: list[dict[str, Any]] = []
+    lines: list[int] = []
     # split("\n"), not splitlines(): JSON strings may hold U+2028/U+2029/U+0085 raw, which
     # splitlines() would treat as line breaks.
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {number} is not valid JSON: {err.msg} (column {err.colno})") from None
+        record = _parse_json_line(path, number, line)
         if not isinstance(record, dict):
             raise DataError(
                 f"{path}: line {number} is a JSON {type(record).__name__}, expected an object "
                 '({"text": ..., "label": ...})'
             )
+        if record.duplicate is not None:
+            raise DataError(f"{path}: line {number}: the key {_shown(record.duplicate)} appears twice; "
+                            "JSON readers would silently keep only one of its values")
+        # The text decoded as strict UTF-8, so a surrogate can only come from a \u escape.
+        if "\\u" in line:
+            _refuse_surrogates(path, number, record)
         records.append(record)
-    return pd.DataFrame.from_records(records)
+        lines.append(number)
+    df = pd.DataFrame.from_records(records)
+    df.attrs["lines"] = lines  # row -> line, so later messages can name the line a user sees
+    return df
+
+
+class _JSONObject(dict):
+    """A parsed JSON object that remembers the first key it saw twice (json keeps the last value)."""
+
+    duplicate: str | None = None
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> _JSONObject:
+    obj = _JSONObject(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        obj.duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+    return obj
+
+
+def _parse_json_line(path: Path, number: int, line: str) -> Any:
+    try:
+        return json.loads(line, object_pairs_hook=_json_object)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: line {number} is not valid JSON: {err.msg} (column {err.colno})") from None
+    except ValueError as err:  # e.g. an integer of more than 4,300 digits (Python's conversion limit)
+        raise DataError(f"{path}: line {number}: unreadable JSON value: {err}") from None
+    except RecursionError:
+        raise DataError(f"{path}: line {number}: JSON nested too deeply to read") from None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_surrogates(path: Path, number: int, record: dict[str, Any]) -> None:
+    """Refuse strings holding a lone surrogate (an escape like \\ud800 without its pair).
+
+    Refused rather than replaced by U+FFFD: such a string is not Unicode at all (it cannot be written as
+    UTF-8, so the tokenizer, pyarrow and every JSON record would fail on it later), and it almost always
+    means the file's writer cut a UTF-16 pair (an emoji) in half -- a bug the user should see, as with
+    invalid UTF-8 bytes (``_decode``), not a silent change to the texts a model trains on.
+    """
+    for key, value in record.items():
+        char = _surrogate_in(key)
+        if char is not None:
+            raise DataError(f"{path}: line {number}: a key holds the lone surrogate {char!r} (invalid "
+                            "Unicode: half of a UTF-16 pair); fix the program that wrote the file")
+        char = _surrogate_in(value)
+        if char is not None:
+            raise DataError(f"{path}: line {number}: field {_shown(key)} holds the lone surrogate {char!r} "
+                            "(invalid Unicode: half of a UTF-16 pair, e.g. a cut emoji); fix the program "
+                            "that wrote the file")
+
+
+def _surrogate_in(value: Any) -> str | None:
+    """The first lone surrogate in a JSON value (nested lists and objects too), else None."""
+    stack = [value]  # a loop, not recursion: nesting as deep as json accepts must not overflow
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found = _SURROGATE.search(item)
+            if found:
+                return found.group()
+        elif isinstance(item, dict):
+            stack.extend(reversed([*item.keys(), *item.values()]))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return None
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -144,16 +249,40 @@ def select_columns(
     if missing:
         role, col = missing[0]
         key = {"text": "text_column", "text_pair": "text_pair_column", "label_raw": "label_column"}[role]
-        have = ", ".join(map(str, df.columns))
-        raise DataError(f"{path}: no column '{col}' (data.{key}); the columns are: {have}")
+        have = ", ".join(map(str, df.columns[:MAX_COLUMNS_SHOWN]))
+        more = f", … ({len(df.columns)} columns)" if len(df.columns) > MAX_COLUMNS_SHOWN else ""
+        raise DataError(f"{path}: no column '{col}' (data.{key}); the columns are: {have}{more}")
     out = pd.DataFrame(index=df.index)
     for role, col in wanted.items():
         if col is not None:
+            _refuse_nested(df, path, col, "text" if role != "label_raw" else "label")
             out[role] = df[col]
     for role in ("text", "text_pair"):
         if role in out:
             out[role] = _as_text(out[role], path, wanted[role])
     return out
+
+
+MAX_COLUMNS_SHOWN = 20
+
+
+def _refuse_nested(df: pd.DataFrame, path: Path | str, column: str, role: str) -> None:
+    """A JSON object/list or a Parquet list/struct where one text or label belongs: str() would turn it
+    into "{'a': 1}" and train on that, so it is refused at its first row instead."""
+    values = df[column]
+    if values.dtype != object:  # string and number columns cannot hold containers
+        return
+    nested = np.fromiter((isinstance(v, (dict, list, tuple, set, np.ndarray)) for v in values), bool, len(values))
+    if not nested.any():
+        return
+    first = int(nested.argmax())
+    kind = "an object" if isinstance(values.iloc[first], dict) else "a list"
+    lines = df.attrs.get("lines")
+    where = f"row {values.index[first]}" + (f" (line {lines[first]})" if lines and len(lines) == len(df) else "")
+    raise DataError(
+        f"{path}: column '{column}' holds {kind} at {where}, where one {role} belongs; "
+        "flatten the field or choose another column"
+    )
 
 
 def _as_text(series: pd.Series, path: Path | str, column: str | None) -> pd.Series:
@@ -191,7 +320,10 @@ def _as_int(value: Any) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+        try:
+            return int(value.strip())
+        except ValueError:  # "--1", "²" (isdigit but not a number), more than 4,300 digits
+            return None
     try:  # numpy integers
         import numpy as np
 
@@ -235,15 +367,21 @@ def encode_labels(values: pd.Series, label_names: list[str]) -> pd.Series:
 
 
 def read_labels_file(path: Path) -> list[str]:
+    """Label names, one per line (blank lines skipped), in index order."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{path}: not valid UTF-8") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the label names ({err.strerror or err})") from None
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise DataError(f"{path}: no label names in the file")
-    if len(set(names)) != len(names):
-        raise DataError(f"{path}: a label name appears twice")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{path}: a label name appears twice: {_shown(name)}")
+        seen.add(name)
     return names
 
 
@@ -277,6 +415,7 @@ def load_files(cfg: DataConfig) -> TextDataset:
         provenance={split: "your file" for split in frames},
         files=files,
         notes=[f"label names from {label_source}"],
+        label_source=label_source,
     )
 
 
@@ -287,7 +426,11 @@ def _label_names(cfg: DataConfig, train: pd.DataFrame) -> tuple[list[str], str]:
         return list(cfg.label_names), "data.label_names"
     beside = Path(cfg.train_file).parent / "labels.txt"  # type: ignore[arg-type]
     if beside.is_file():
-        return read_labels_file(beside), str(beside)
+        # Taken without being asked for: say so, since an unrelated labels.txt would reorder (or, with
+        # integer labels, rename) the classes.
+        names = read_labels_file(beside)
+        log.info("labels: taken from %s (%d names)", beside, len(names))
+        return names, str(beside)
     names = infer_label_names(train["label_raw"])
     if not names:
         raise DataError(f"{cfg.train_file}: column '{cfg.label_column}' has no labels (all empty)")

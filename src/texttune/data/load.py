@@ -9,6 +9,13 @@ from texttune.data.builtin import DATASETS, load_builtin
 from texttune.data.dataset import TextDataset
 from texttune.data.files import load_files
 from texttune.data.splits import carve_splits, take_subsets
+from texttune.errors import DataError
+
+# Default of data.min_rows_per_label (read with getattr until DataConfig has the field): under two
+# training rows per label on average, most labels have a single example -- the label column is then
+# almost surely an id or free text, and every record that scales with the classes (metrics, plots)
+# grows with the rows instead.
+MIN_ROWS_PER_LABEL = 2.0
 
 
 def data_dir_of(cfg: DataConfig) -> Path:
@@ -48,4 +55,32 @@ def prepare_data(cfg: DataConfig):  # -> tuple[TextDataset, CheckReport, dict]
     ds = load_dataset(cfg)
     report = run_checks(ds, cfg.checks)
     ds, dropped = apply_policy(ds, report, cfg.checks)
+    check_trainable(ds, cfg)
     return ds, report, dropped
+
+
+def check_trainable(ds: TextDataset, cfg: DataConfig) -> None:
+    """Refuse a training split no classifier can be trained and evaluated on, before any training:
+    a single label (the first evaluation would fail), or far more labels than rows."""
+    if not ds.has_labels or "train" not in ds.splits:
+        return
+    train = ds.splits["train"]
+    labels = train["label"].to_numpy()
+    present = sorted({int(i) for i in labels[labels >= 0]})
+    where, subset = ds.where("train"), _subset_note(ds, cfg)
+    if len(present) == 1:
+        raise DataError(f"{where}: the training split has only one label ({ds.label_names[present[0]]!r})"
+                        f"{subset}; a classifier needs at least two")
+    minimum = getattr(cfg, "min_rows_per_label", MIN_ROWS_PER_LABEL)
+    if minimum and len(train) < minimum * ds.num_labels:
+        column = f" ('{cfg.label_column}')" if cfg.train_file is not None else ""
+        raise DataError(
+            f"{where}: {ds.num_labels:,} labels for {len(train):,} training rows{subset}, fewer than "
+            f"{minimum:g} rows per label on average: is the label column{column} an id or free text? "
+            "Set data.min_rows_per_label=0 to train anyway"
+        )
+
+
+def _subset_note(ds: TextDataset, cfg: DataConfig) -> str:
+    subset = cfg.max_train_samples is not None and "subset" in ds.provenance.get("train", "")
+    return f" (after data.max_train_samples={cfg.max_train_samples})" if subset else ""

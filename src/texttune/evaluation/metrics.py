@@ -6,7 +6,8 @@ statistics: a C×C confusion matrix (all of accuracy/precision/recall/F1 follow 
 negative log-likelihood, per-bin ECE sums, and a bounded heap of the most confidently wrong examples.
 The F1 family is derived from the confusion matrix by hand, because scikit-learn has no function that
 takes one; the formulas match ``sklearn.metrics`` with ``labels=range(C)`` and ``zero_division=0``,
-which ``tests/unit/test_metrics.py`` checks.
+which ``tests/unit/test_metrics.py`` checks. Past 100 classes the confusion matrix is recorded as its
+non-zero cells (``texttune.evaluation.confusion``), so a result stays small with thousands of classes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from texttune.evaluation.calibration import bin_edges, bin_statistics, ece_from_bins
+from texttune.evaluation.confusion import confusion_record
 
 # Which way is better for each metric compute() returns (early stopping, best-checkpoint selection).
 METRIC_DIRECTIONS: dict[str, str] = {
@@ -154,9 +156,9 @@ class MetricAccumulator:
         top_log_prob, preds = log_probs.max(dim=-1)  # (B,), (B,); ties go to the first class, as argmax
         confidence = top_log_prob.exp().numpy()  # (B,)
         correct = (preds == targets).numpy()  # (B,)
-        c = self.num_labels
-        # bincount over flat (true, predicted) cells is the whole confusion matrix in one pass.
-        self.confusion += torch.bincount(targets * c + preds, minlength=c * c).view(c, c).numpy()
+        # Scatter-add of the batch's B cells: O(B), where a bincount over all C² cells would allocate
+        # a C² array per batch (200 MB at 5,000 classes).
+        np.add.at(self.confusion, (targets.numpy(), preds.numpy()), 1)
         self.nll_sum -= float(log_probs.gather(1, targets[:, None]).sum())
         count, conf_sum, correct_sum = bin_statistics(confidence, correct, self.n_bins)
         self.bin_count += count
@@ -253,7 +255,7 @@ class MetricAccumulator:
             }
             for k, name in enumerate(self.label_names)
         }
-        result["confusion_matrix"] = self.confusion.tolist()
+        result["confusion_matrix"] = confusion_record(self.confusion)
         result["log_loss"] = log_loss
         result["ece"] = ece_from_bins(self.bin_count, self.bin_conf_sum, self.bin_correct_sum)
         result["reliability"] = self._reliability()

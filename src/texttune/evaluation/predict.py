@@ -38,18 +38,13 @@ class Predictor:
 
     @classmethod
     def from_path(cls, path: str | Path, device: str | None = None) -> Predictor:
-        from transformers import AutoTokenizer
-
         from texttune.experiment import quiet_libraries
-        from texttune.models.saving import load_classifier
+        from texttune.models.saving import load_classifier, load_tokenizer_from
 
         quiet_libraries()
         folder = model_dir_of(path)
         model = load_classifier(folder)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-        except (OSError, ValueError) as err:
-            raise TexttuneError(f"{folder}: cannot load the model ({str(err).splitlines()[0]})") from None
+        tokenizer = load_tokenizer_from(folder)
         max_length = _run_max_length(folder.parent) or getattr(tokenizer, "model_max_length", 512)
         return cls(model, tokenizer, min(int(max_length), 4096), device)
 
@@ -91,13 +86,16 @@ class Predictor:
 
 
 def _run_max_length(run_dir: Path) -> int | None:
+    import yaml
+
+    from texttune.models.saving import reading
+
     config = run_dir / "config.yaml"
     if not config.is_file():
         return None
-    import yaml
-
-    data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    return (data.get("model") or {}).get("max_length")
+    with reading(config, "not a readable run config"):
+        value = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("model", {}).get("max_length")
+        return int(value) if value is not None else None
 
 
 def load(path: str | Path, device: str | None = None) -> Predictor:

@@ -43,15 +43,10 @@ MODEL_CONFIGS.add("pretrained", PretrainedModelConfig, config=PretrainedModelCon
 
 
 def load_tokenizer(path: str | Path):
-    from transformers import AutoTokenizer
-
+    from texttune.models.saving import load_tokenizer_from
     from texttune.resources import resolve_model_path
 
-    resolved = resolve_model_path(path)
-    try:
-        return AutoTokenizer.from_pretrained(str(resolved))
-    except OSError as err:
-        raise TexttuneError(f"{path}: cannot load a tokenizer ({str(err).splitlines()[0]})") from None
+    return load_tokenizer_from(resolve_model_path(path), name=path)
 
 
 # The config attribute each dropout has in the encoder families (BERT, RoBERTa, ELECTRA, DeBERTa,
@@ -68,13 +63,14 @@ def load_encoder(path: str | Path, attn_implementation: str = "sdpa", dropout: d
     import torch
     from transformers import AutoConfig, AutoModel
 
+    from texttune.models.saving import load_pretrained, read_json_object, reading
     from texttune.resources import resolve_model_path
 
     resolved = resolve_model_path(path)
-    try:
+    if Path(str(resolved), "config.json").is_file():
+        read_json_object(Path(str(resolved), "config.json"))
+    with reading(path, "cannot load the model"):
         encoder_config = AutoConfig.from_pretrained(str(resolved))
-    except OSError as err:
-        raise TexttuneError(f"{path}: cannot load the model ({str(err).splitlines()[0]})") from None
     for key, value in (dropout or {}).items():
         if value is None:
             continue
@@ -83,15 +79,12 @@ def load_encoder(path: str | Path, attn_implementation: str = "sdpa", dropout: d
             raise TexttuneError(f"model.{key}: the {encoder_config.model_type} encoder's config has none of "
                                 f"{', '.join(DROPOUT_NAMES[key])}; leave it unset")
         setattr(encoder_config, names[0], value)
-    try:
-        # fp32 master weights whatever the checkpoint's dtype (transformers 5 loads bf16 files as
-        # bf16 by default, and AdamW on bf16 weights loses most small updates); autocast does the rest.
-        return AutoModel.from_pretrained(
-            str(resolved), config=encoder_config, attn_implementation=attn_implementation, dtype=torch.float32,
-            **({"add_pooling_layer": False} if encoder_config.model_type == "bert" else {}),
-        )
-    except OSError as err:
-        raise TexttuneError(f"{path}: cannot load the model ({str(err).splitlines()[0]})") from None
+    # fp32 master weights whatever the checkpoint's dtype (transformers 5 loads bf16 files as
+    # bf16 by default, and AdamW on bf16 weights loses most small updates); autocast does the rest.
+    return load_pretrained(
+        AutoModel, resolved, name=path, config=encoder_config, attn_implementation=attn_implementation,
+        dtype=torch.float32, **({"add_pooling_layer": False} if encoder_config.model_type == "bert" else {}),
+    )
 
 
 def build_pretrained(cfg: PretrainedModelConfig, label_names: list[str]):

@@ -7,24 +7,139 @@ the run it started from (``init_from``) — saves only its trained tensors in
 (``texttune_base``: kind, path, and the SHA-256 of its weight files, checked on load). Every other
 run saves the whole model (``model.safetensors``), which also loads with transformers' Auto classes.
 ``texttune export`` writes any run as a whole model (LoRA merged into its base weights).
+
+Every model, tokenizer and checkpoint texttune reads goes through ``reading`` and, for Hugging Face
+folders, ``load_pretrained`` / ``load_tokenizer_from``: safetensors only (a pickle can run code when
+loaded, and transformers falls back to ``pytorch_model.bin``), and a damaged file is one TexttuneError
+naming it.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from texttune.errors import TexttuneError
 
 TRAINED_WEIGHTS = "trained_weights.safetensors"
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", TRAINED_WEIGHTS)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+CONVERT_HINT = ("convert them with https://huggingface.co/spaces/safetensors/convert or, if you trust the "
+                "file, load it once with transformers and save_pretrained (it writes model.safetensors)")
 log = logging.getLogger("texttune")
+
+
+# --------------------------------------------------------------------------- reading safely
+
+
+@contextmanager
+def reading(path: str | Path, problem: str) -> Iterator[None]:
+    """Whatever reading ``path`` raises becomes one TexttuneError that starts with ``path``.
+
+    json, safetensors (``SafetensorError``), tokenizers (a bare ``Exception``), transformers and torch (a
+    tensor of the wrong shape) each raise their own types for a damaged or foreign file; the file is at
+    fault in every case, so the block is kept to the library calls that read it.
+    """
+    try:
+        yield
+    except TexttuneError as err:
+        if str(err).startswith(str(path)):
+            raise
+        raise TexttuneError(f"{path}: {err}") from None
+    except Exception as err:  # noqa: BLE001  (see the docstring)
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TexttuneError(f"{path}: {problem} ({detail})") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    with reading(path, "not valid JSON"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise TexttuneError(f"{path}: not valid here (a JSON object was expected, found {type(data).__name__})")
+    return data
+
+
+def check_safetensors(path: Path) -> None:
+    """The header of a safetensors file parses and covers the file: a truncated file fails here."""
+    with reading(path, "not a readable safetensors file (corrupted or truncated)"):
+        with safe_open(str(path), "pt") as handle:
+            handle.keys()
+
+
+def check_model_folder(folder: Path) -> None:
+    """A local model folder reads as safetensors only: its config and weight headers parse, and
+    pickled weights (``pytorch_model.bin``), which transformers would fall back to, are refused."""
+    if (folder / "config.json").is_file():
+        explicit = read_json_object(folder / "config.json").get("transformers_weights")
+        if explicit is not None and not str(explicit).endswith((".safetensors", ".safetensors.index.json")):
+            raise TexttuneError(f"{folder / 'config.json'}: transformers_weights names {explicit}, not a "
+                                "safetensors file; texttune reads safetensors only")
+    weights = [folder / name for name in SAFE_WEIGHTS if (folder / name).is_file()]
+    if not weights:
+        pickles = sorted(p.name for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise TexttuneError(f"{folder}: holds pickled weights only ({', '.join(pickles)}); texttune reads "
+                                f"safetensors only — {CONVERT_HINT}")
+    for path in weights:
+        for shard in _shards(path):
+            check_safetensors(shard)
+
+
+def _shards(path: Path) -> list[Path]:
+    if not path.name.endswith(".index.json"):
+        return [path]
+    weight_map = read_json_object(path).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise TexttuneError(f"{path}: no weight_map in this index")
+    names = sorted({str(name) for name in weight_map.values()})
+    pickled = [name for name in names if not name.endswith(".safetensors")]
+    if pickled:
+        raise TexttuneError(f"{path}: lists pickled shards ({', '.join(pickled)}); texttune reads safetensors "
+                            f"only — {CONVERT_HINT}")
+    return [path.parent / name for name in names]
+
+
+def load_pretrained(auto_class, source: str | Path, name: str | Path | None = None, strict: bool = False,
+                    **kwargs: Any):
+    """``auto_class.from_pretrained(source)`` reading safetensors only, from a folder or a Hub id (where
+    ``use_safetensors=True`` refuses a pickle-only repository); ``strict``: every weight must be in the
+    files (a texttune model saved whole), not initialised at random. Errors start with ``name``."""
+    name = name if name is not None else source
+    if Path(str(source)).is_dir():
+        check_model_folder(Path(str(source)))
+    with reading(name, "cannot load the model"):
+        model, info = auto_class.from_pretrained(str(source), use_safetensors=True, output_loading_info=True,
+                                                 **kwargs)
+    missing = sorted(info.get("missing_keys") or []) + sorted(str(k) for k in info.get("mismatched_keys") or [])
+    if strict and missing:
+        raise TexttuneError(f"{name}: its weights do not fit its config.json (missing or mismatched: "
+                            f"{missing[:5]})")
+    return model
+
+
+def load_tokenizer_from(source: str | Path, name: str | Path | None = None):
+    """A tokenizer from a folder or a Hub id; errors start with ``name`` (a damaged JSON file: its path)."""
+    from transformers import AutoTokenizer
+
+    folder = Path(str(source))
+    if folder.is_dir():
+        for file in TOKENIZER_FILES:
+            if (folder / file).is_file():
+                read_json_object(folder / file)
+    with reading(name if name is not None else source, "cannot load the tokenizer"):
+        return AutoTokenizer.from_pretrained(str(source))
 
 
 def weights_fingerprint(folder: str | Path) -> str | None:
@@ -62,24 +177,42 @@ def save_classifier(model, tokenizer, folder: Path) -> None:
 
 def load_classifier(folder: str | Path):
     """A saved classifier, whichever way it was saved; raises TexttuneError naming what is wrong."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     import texttune.plugins  # noqa: F401  (registers the architecture, encoders and strategies)
 
     folder = Path(folder)
-    try:
-        if not (folder / TRAINED_WEIGHTS).is_file():
-            return AutoModelForSequenceClassification.from_pretrained(folder)
-        config = AutoConfig.from_pretrained(folder)
+    config = load_classifier_config(folder)
+    if not (folder / TRAINED_WEIGHTS).is_file():
+        return load_pretrained(AutoModelForSequenceClassification, folder, config=config, strict=True).eval()
+    check_model_folder(folder)
+    with reading(folder, "cannot load the model"):
         model = build_on_base(config, folder)
-        state = load_file(str(folder / TRAINED_WEIGHTS))
-    except (OSError, ValueError) as err:
-        raise TexttuneError(f"{folder}: cannot load the model ({str(err).splitlines()[0]})") from None
-    result = model.load_state_dict(state, strict=False)
+    with reading(folder / TRAINED_WEIGHTS, "does not fit the model"):
+        result = model.load_state_dict(load_file(str(folder / TRAINED_WEIGHTS)), strict=False)
     if result.unexpected_keys:
         raise TexttuneError(f"{folder / TRAINED_WEIGHTS}: tensors the model does not have: "
                             f"{result.unexpected_keys[:5]}")
     return model.eval()
+
+
+def load_classifier_config(folder: Path):
+    """``config.json`` of a saved classifier, checked where a wrong value would fail only later
+    (pooling and labels are read at prediction time, not when the model is built)."""
+    from transformers import AutoConfig
+
+    from texttune.models.heads import HeadConfig
+    from texttune.models.pooling import Pooling
+
+    path = folder / "config.json"
+    read_json_object(path)
+    with reading(path, "not a valid model config"):
+        config = AutoConfig.from_pretrained(folder)
+        HeadConfig(**config.head)
+        labels = [config.id2label[i] for i in range(config.num_labels)]
+    if config.pooling not in Pooling.__args__ or not all(isinstance(label, str) for label in labels):
+        raise TexttuneError(f"{path}: not a valid model config (pooling '{config.pooling}', labels {labels})")
+    return config
 
 
 def build_on_base(config, folder: Path):
@@ -140,8 +273,6 @@ def plain_encoder_state(model, where: Path | str) -> dict[str, torch.Tensor]:
 
 def export_classifier(run: str | Path, out: str | Path) -> Path:
     """Write a run's model as a whole Hugging Face model folder (LoRA merged); never overwrites."""
-    from transformers import AutoTokenizer
-
     from texttune.evaluation.predict import model_dir_of
 
     folder, out = model_dir_of(run), Path(out)
@@ -157,6 +288,6 @@ def export_classifier(run: str | Path, out: str | Path) -> Path:
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(folder).save_pretrained(tmp)
+    load_tokenizer_from(folder).save_pretrained(tmp)
     tmp.rename(out)
     return out

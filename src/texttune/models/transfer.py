@@ -18,11 +18,9 @@ log = logging.getLogger("texttune")
 
 def build_from_run(run: str | Path, label_names: list[str], max_length: int):
     """(model, tokenizer) for the target labels, starting from ``run``'s trained model."""
-    from transformers import AutoTokenizer
-
     from texttune.evaluation.predict import model_dir_of
     from texttune.models.classifier import TexttuneConfig, TexttuneForSequenceClassification
-    from texttune.models.saving import load_classifier, plain_encoder_state, weights_fingerprint
+    from texttune.models.saving import load_classifier, load_tokenizer_from, plain_encoder_state, weights_fingerprint
 
     folder = model_dir_of(run)
     source = load_classifier(folder)
@@ -54,8 +52,4 @@ def build_from_run(run: str | Path, label_names: list[str], max_length: int):
     config.init_from = {"run": str(Path(run).resolve()), "head_replaced": not keep_head,
                         "source_labels": source_labels}
     config.texttune_base = {"kind": "run", "path": str(folder.resolve()), "sha256": weights_fingerprint(folder)}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError) as err:
-        raise TexttuneError(f"{folder}: cannot load the tokenizer ({str(err).splitlines()[0]})") from None
-    return model, tokenizer
+    return model, load_tokenizer_from(folder)

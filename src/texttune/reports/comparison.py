@@ -39,6 +39,7 @@ EXTRA_CSS = """
 #leaderboard td.num, #leaderboard td:last-child { white-space: nowrap; }
 tr.baseline td { background: #fff4e5; }
 .tag { font-size: 0.75rem; color: #8a5a00; border: 1px solid #e0a800; border-radius: 3px; padding: 0 0.3rem; }
+.warn { color: #8a5a00; }
 figure { margin: 1rem 0 2rem; } figcaption { color: #666; font-size: 0.9rem; margin-top: 0.3rem; }
 """
 
@@ -295,12 +296,18 @@ def _leaderboard_cells(board: Board, row: dict[str, Any], rank: str, out_dir: Pa
         row.get("delta"), sign=True)
     return [rank, _cell_link(row, out_dir), _mean_std(row), _ci(row), delta, _p_value(row), _params(row),
             _duration(_num(row.get("wall_time_s"))), _mb(row.get("peak_memory_mb"), 0),
-            _mb(row.get("checkpoint_size_mb"), 1), _runs(row, out_dir)]
+            _mb(row.get("checkpoint_size_mb"), 1), _runs(row, out_dir), _caveats(row)]
+
+
+def _caveats(row: dict[str, Any]) -> str:
+    """The data checks' findings that change what the cell's score means (train/test overlap, ...)."""
+    caveats = row.get("data_caveats") or []
+    return "<br>".join(f'<span class="warn">{escape(str(c))}</span>' for c in caveats) or "—"
 
 
 LEADERBOARD_COLUMNS = ("rank", "cell", "mean ± std", "95% CI", "Δ vs baseline", "p-value", "trainable",
-                       "wall time", "peak memory", "checkpoint size", "runs")
-TEXT_COLUMNS = {1, 10}  # the others are right-aligned numbers
+                       "wall time", "peak memory", "checkpoint size", "runs", "data caveats")
+TEXT_COLUMNS = {1, 10, 11}  # the others are right-aligned numbers
 
 
 def _leaderboard(board: Board, out_dir: Path) -> str:

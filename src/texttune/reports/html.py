@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from texttune.errors import TexttuneError
+from texttune.evaluation.confusion import read_confusion
 from texttune.io import atomic_write_text
 from texttune.reports import plots
 
@@ -352,8 +353,9 @@ def _confusion_section(run: Run) -> str:
     matrix = scores.get("confusion_matrix")
     draw = None
     if matrix:
-        names = _label_names(run, scores, len(matrix))
-        draw = lambda path: plots.plot_confusion_matrix(matrix, names, path)  # noqa: E731
+        def draw(path: Path) -> Path:  # reads the matrix inside _figure, where a malformed one is a note
+            size = read_confusion(matrix, dense=False).size  # dense lists or sparse triplets
+            return plots.plot_confusion_matrix(matrix, _label_names(run, scores, size), path)
     intro = f"<p>{escape(split)} split; rows are true labels, colour is the share of each true class.</p>"
     figure = _figure(run, "confusion_matrix.png", draw, "No confusion matrix.")
     return _section("Confusion matrix", intro + figure)

@@ -67,6 +67,20 @@ def _mean(values: list[Any]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def data_caveats(run: Path) -> list[str]:
+    """What the run's data checks say about its scores (train/test overlap, conflicting labels, ...),
+    from its ``data_checks.json``: the leaderboard shows them beside the score they inflate."""
+    from texttune.data.checks import CheckReport
+
+    path = run / "data_checks.json"
+    if not path.is_file():
+        return []
+    try:
+        return CheckReport.from_dict(_json(path)).caveats()
+    except (KeyError, TypeError) as err:
+        raise TexttuneError(f"{path}: not a data-check report ({err})") from None
+
+
 def cell_row(cell: CellRuns, metric: str, split: str, root: Path) -> tuple[dict[str, Any], np.ndarray | None]:
     """The leaderboard row of one cell and its (seeds, examples) correctness matrix."""
     metrics = [_json(run / "metrics.json") for run in cell.runs]
@@ -89,6 +103,7 @@ def cell_row(cell: CellRuns, metric: str, split: str, root: Path) -> tuple[dict[
         "peak_memory_mb": _mean([m.get("peak_memory_mb") for m in metrics]),
         "checkpoint_size_mb": _mean([m.get("checkpoint_size_mb") for m in metrics]),
         "p_value": None, "significance_test": None, "delta": None,
+        "data_caveats": list(dict.fromkeys(line for run in cell.runs for line in data_caveats(run))),
     }
     return row, matrix
 
@@ -144,7 +159,7 @@ def _p(value: float | None) -> str:
 
 def markdown(board: dict[str, Any]) -> str:
     header = ["rank", "cell", f"{board['split']} {board['metric']} (mean ± std)", "95% CI", "Δ vs baseline",
-              "p", "trainable", "wall time (s)", "peak memory (MB)", "checkpoint (MB)", "runs"]
+              "p", "trainable", "wall time (s)", "peak memory (MB)", "checkpoint (MB)", "runs", "data caveats"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in board["rows"]:
         ci = f"{_fmt(r['ci_low'])}–{_fmt(r['ci_high'])}" if r["ci_low"] is not None else "—"
@@ -154,13 +169,17 @@ def markdown(board: dict[str, Any]) -> str:
         lines.append("| " + " | ".join([
             str(r["rank"]), r["cell"], f"{r['mean']:.4f} ± {r['std']:.4f}", ci, delta, _p(r["p_value"]),
             trainable, _fmt(r["wall_time_s"], 1), _fmt(r["peak_memory_mb"], 0), _fmt(r["checkpoint_size_mb"], 2),
-            str(r["n"])]) + " |")
+            str(r["n"]), _caveats(r)]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _caveats(row: dict[str, Any]) -> str:
+    return "; ".join(row.get("data_caveats") or []).replace("|", "\\|") or "—"
 
 
 CSV_COLUMNS = ["rank", "cell", "stage", "n", "mean", "std", "ci_low", "ci_high", "delta", "p_value",
                "significance_test", "trainable", "total", "trainable_pct", "wall_time_s", "train_time_s",
-               "peak_memory_mb", "checkpoint_size_mb"]
+               "peak_memory_mb", "checkpoint_size_mb", "data_caveats"]
 
 
 def write_board(board: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -169,7 +188,7 @@ def write_board(board: dict[str, Any], out_dir: Path) -> list[Path]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(board["rows"])
+    writer.writerows({**row, "data_caveats": "; ".join(row.get("data_caveats") or [])} for row in board["rows"])
     paths = [out_dir / "leaderboard.json", out_dir / "leaderboard.md", out_dir / "leaderboard.csv"]
     atomic_write_json(paths[0], board)
     atomic_write_text(paths[1], f"# {board['name']}\n\n" + markdown(board))

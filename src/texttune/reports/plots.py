@@ -20,10 +20,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from texttune.evaluation.confusion import SparseConfusion, read_confusion  # noqa: E402
 from texttune.io import atomic_write_bytes  # noqa: E402
 
 DPI = 110
 ANNOTATE_MAX_CLASSES = 15  # past this, cell text is unreadable: colours alone carry the matrix
+# Past PLOT_MAX_CLASSES a full matrix is no longer readable at page width (and drawing thousands of
+# ticks takes minutes): only the PLOT_TOP_CLASSES most confused classes are drawn.
+PLOT_MAX_CLASSES = 50
+PLOT_TOP_CLASSES = 30
 LABEL_MAX_CHARS = 18
 TRAIN_COLOR, EVAL_COLOR, F1_COLOR = "#1f77b4", "#d62728", "#2ca02c"
 
@@ -123,16 +128,56 @@ def _annotate(ax: plt.Axes, counts: np.ndarray, shares: np.ndarray, fontsize: fl
 
 
 def plot_confusion_matrix(
-    matrix: Sequence[Sequence[int]], label_names: Sequence[str], path: str | Path, normalize: bool = True
+    matrix: Any, label_names: Sequence[str], path: str | Path, normalize: bool = True
 ) -> Path:
     """Rows are true labels, columns predictions; colour is the row share (``normalize``) or the count.
 
-    Cells carry the count and the row percentage up to ``ANNOTATE_MAX_CLASSES`` classes.
+    ``matrix`` is either stored form (dense lists or sparse triplets, ``texttune.evaluation.confusion``).
+    Cells carry the count and the row percentage up to ``ANNOTATE_MAX_CLASSES`` classes. Past
+    ``PLOT_MAX_CLASSES`` only the ``PLOT_TOP_CLASSES`` most confused classes are drawn (row shares still
+    out of each class's whole row), so time and memory stay bounded with thousands of classes.
     """
-    counts = np.asarray(matrix, dtype=np.int64).reshape(len(label_names), len(label_names))
+    cells = read_confusion(matrix, dense=False)
     n = len(label_names)
-    totals = counts.sum(axis=1, keepdims=True)
+    if cells.size != n:
+        raise ValueError(f"a {cells.size}x{cells.size} confusion matrix for {n} label names")
+    totals = cells.true_totals()[:, None]  # (C, 1)
+    title = f"Confusion matrix ({int(totals.sum()):,} examples)"
+    if n <= PLOT_MAX_CLASSES:
+        counts, names = cells.dense(), list(label_names)
+    else:
+        shown = _most_confused(cells, PLOT_TOP_CLASSES)
+        counts, names, totals = _block(cells, shown), [label_names[i] for i in shown], totals[shown]
+        title = (f"Confusion matrix: the {len(shown)} most confused of {n:,} classes\n"
+                 f"({int(cells.counts.sum()):,} examples; row shares are of all predictions for the class)")
     shares = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
+    return _draw_confusion(counts, shares, names, title, normalize, path)
+
+
+def _most_confused(cells: SparseConfusion, k: int) -> np.ndarray:
+    """The ``k`` classes in the most errors (as true or predicted class); ties and error-free classes
+    by support, then index, so the choice is deterministic."""
+    errors, support = cells.errors_per_class(), cells.true_totals()
+    order = np.lexsort((np.arange(cells.size), -support, -errors))  # last key sorts first
+    return order[:k]
+
+
+def _block(cells: SparseConfusion, classes: np.ndarray) -> np.ndarray:
+    """The dense (k, k) block of ``classes`` (in that order), from the non-zero cells only."""
+    position = np.full(cells.size, -1, dtype=np.int64)
+    position[classes] = np.arange(len(classes))
+    rows, cols = position[cells.rows], position[cells.cols]
+    keep = (rows >= 0) & (cols >= 0)
+    block = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(block, (rows[keep], cols[keep]), cells.counts[keep])
+    return block
+
+
+def _draw_confusion(
+    counts: np.ndarray, shares: np.ndarray, label_names: Sequence[str], title: str, normalize: bool,
+    path: str | Path,
+) -> Path:
+    n = len(label_names)
     # Capped so the PNG still reads at page width in the report (~1100 px) with 50+ classes.
     side = min(max(4.5, 0.55 * n + 2.0), 14.0)
     fig, ax = plt.subplots(figsize=(side + 1.2, side))
@@ -149,7 +194,7 @@ def plot_confusion_matrix(
     ax.set_yticks(range(n), names, fontsize=tick_size)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"Confusion matrix ({int(counts.sum()):,} examples)")
+    ax.set_title(title)
     return _save(fig, path)
 
 
