@@ -552,7 +552,9 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except OSError as error:  # a path given that cannot be read or written: permissions, a full disk
         where = f"{error.filename}: " if error.filename else ""
-        err.print(f"[red]error:[/red] {escape(where + (error.strerror or str(error)))}", soft_wrap=True)
+        # mkdir of a folder whose name a file already holds raises "File exists"
+        problem = "a file is in the way of a folder" if isinstance(error, FileExistsError) else error.strerror
+        err.print(f"[red]error:[/red] {escape(where + (problem or str(error)))}", soft_wrap=True)
         return 1
     return result if isinstance(result, int) else 0
 

@@ -349,10 +349,14 @@ def _read_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[st
     parents = data.pop("extends", None) or []
     if isinstance(parents, str):
         parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) and p for p in parents):
+        raise ConfigError(f"{path}: extends: expected a config file name or a list of them, got {_short_repr(parents)}")
     merged: dict[str, Any] = {}
     origins: dict[str, Path] = {}
     for parent in parents:
         parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
+        if not parent_path.is_file():
+            raise ConfigError(f"{path}: extends: {parent_path}: config file not found")
         parent_data, parent_origins = _read_with_extends(parent_path, (*seen, resolved))
         merged = merge_layer(merged, parent_data)
         origins.update(parent_origins)

@@ -30,8 +30,9 @@ def load_yaml(text: str, where: str) -> Any:
     bounds above. Every error is a ``ConfigError`` naming ``where`` (a file, ``--set ...``) and the line."""
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError(f"{where}: {len(text):,} characters of YAML; a config holds at most {MAX_YAML_BYTES:,}")
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # refuses control characters here, before any parsing
         node = loader.get_single_node()
         if node is None:
             return None
@@ -45,7 +46,8 @@ def load_yaml(text: str, where: str) -> Any:
     except RecursionError:  # PyYAML composes recursively: nesting deeper than Python's stack
         raise ConfigError(f"{where}: YAML nested more than {MAX_YAML_DEPTH} levels deep") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _check_yaml_node(root: yaml.Node, where: str) -> None:

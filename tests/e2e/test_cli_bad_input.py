@@ -271,3 +271,84 @@ def test_console_script_bad_input(tmp_path):
     assert proc.returncode == DATA_ERROR, proc.stderr
     assert proc.stderr.startswith(f"error: {path}: wrong delimiter"), proc.stderr
     assert "data.delimiter=';'" in proc.stderr
+
+
+# --------------------------------------------------------------------------- the corpus: one row per bad input
+#
+# Each case: the files it writes into the working folder (name -> text or bytes), the command, the exit
+# code and a regular expression the one-message stderr must match ({dir} is the working folder). A
+# case runs through the in-process CLI with the same checks as above: no traceback, stderr starts
+# with "error", and it finishes within the time bound below.
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
+CASE_SECONDS = 30  # every bad input is refused well within this (the alias bomb took 245 s before)
+CORPUS = {
+    "yaml-alias-bomb": (
+        {"bomb.yaml": ALIAS_BOMB}, ("config", "show", "bomb.yaml"), DATA_ERROR,
+        r"^error: bomb\.yaml: line \d+: YAML expands to more than 100,000 values"),
+    "yaml-alias-bomb-in-set": (
+        {}, ("config", "show", "--set", "name=" + ALIAS_BOMB), DATA_ERROR,
+        r"^error: --set name=a: &a .*YAML expands to more than 100,000 values"),
+    "yaml-deeply-nested": (
+        {"deep.yaml": "a: " + "[" * 5000 + "]" * 5000 + "\n"}, ("config", "validate", "deep.yaml"), DATA_ERROR,
+        r"deep\.yaml: YAML nested more than 50 levels deep"),
+    "yaml-nested-past-the-bound": (
+        {"deep.yaml": "a: " + "[" * 60 + "]" * 60 + "\n"}, ("config", "show", "deep.yaml"), DATA_ERROR,
+        r"^error: deep\.yaml: line 1: YAML nested more than 50 levels deep"),
+    "yaml-duplicate-key": (
+        {"dup.yaml": "train:\n  lr: 0.1\n  lr: 0.2\n"}, ("config", "show", "dup.yaml"), DATA_ERROR,
+        r"^error: dup\.yaml: line 3: key 'lr' appears twice in one mapping \(first on line 2\)"),
+    "yaml-oversized": (
+        {"big.yaml": "name: x\n" + "#" * 2_000_000 + "\n"}, ("config", "show", "big.yaml"), DATA_ERROR,
+        r"^error: big\.yaml: 2,000,009 bytes; a config file holds at most 1,048,576"),
+    "yaml-not-utf8": (
+        {"latin.yaml": b"name: caf\xe9\n"}, ("config", "show", "latin.yaml"), DATA_ERROR,
+        r"^error: latin\.yaml: not UTF-8 text \(byte 9\)"),
+    "set-long-wrong-value": (
+        {}, ("config", "show", "--set", "train.lr=" + "x" * 100_000), DATA_ERROR,
+        r"^error: train\.lr: Input should be a valid number.*\(100,002 characters\)"),
+    "set-both-sources-on-the-command-line": (
+        {}, ("config", "show", "--set", "data.train_file=a.csv", "--set", "data.dataset=imdb"), DATA_ERROR,
+        r"^error: data: set data\.dataset or data\.train_file, not both"),
+    "spec-duplicate-key": (
+        {"spec.yaml": "name: x\nname: y\n"}, ("compare", "spec.yaml"), DATA_ERROR,
+        r"^error: spec\.yaml: line 2: key 'name' appears twice in one mapping"),
+    "spec-alias-bomb": (
+        {"spec.yaml": ALIAS_BOMB}, ("compare", "spec.yaml"), DATA_ERROR,
+        r"^error: spec\.yaml: line \d+: YAML expands to more than 100,000 values"),
+    "output-under-a-file": (
+        {"train.csv": "text,label\na b,x\nc d,y\n", "file": "not a folder"},
+        ("data", "check", "train.csv", "--output", "file/report.json"), 1,
+        r"^error: file: a file is in the way of a folder"),
+    "usage-unknown-option": (
+        {}, ("run", "cfg.yaml", "--output-dir", "x"), 2, r"No such option:? '?--output-dir"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORPUS))
+def test_bad_input_corpus(case, run_cli, workdir):
+    import time
+
+    files, args, code, pattern = CORPUS[case]
+    for name, content in files.items():
+        (workdir / name).write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    start = time.perf_counter()
+    got, out, err = run_cli(*args)
+    assert time.perf_counter() - start < CASE_SECONDS
+    assert "Traceback" not in out + err
+    assert got == code, f"exit {got}\nstdout:\n{out[:2000]}\nstderr:\n{err[:2000]}"
+    assert len(err) < 2_000, err[:2000]  # one message, not a dump of the input
+    if code != 2 or not pattern.startswith("No such"):
+        assert err.startswith("error"), err
+    assert re.search(pattern, err, flags=re.S), err
+
+
+def test_data_check_output_never_replaces_an_existing_file(run_cli, workdir):
+    write(workdir / "train.csv", "text,label\na b,x\nc d,y\n")
+    mine = write(workdir / "report.json", "my own notes")
+    out = assert_ok(run_cli("data", "check", "train.csv", "--output", "report.json"))
+    assert mine.read_text() == "my own notes"
+    assert json.loads((workdir / "report-1.json").read_text())["dataset"]
+    assert "report saved to report-1.json (report.json exists and was kept)" in out

@@ -5,6 +5,7 @@ raises its vendored click's exceptions, older releases click's own: ``texttune.c
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,11 +24,11 @@ def texttune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("args", "usage", "message"),
     [
-        (["run", "cfg.yaml", "--output-dir", "x"], "Usage: texttune run", "No such option: --output-dir"),
-        (["predict", "--bogus"], "Usage: texttune predict", "No such option: --bogus"),
+        (["run", "cfg.yaml", "--output-dir", "x"], "Usage: texttune run", r"No such option:? '?--output-dir"),
+        (["predict", "--bogus"], "Usage: texttune predict", r"No such option:? '?--bogus"),
         (["predict"], "Usage: texttune predict", "Missing argument"),
         (["evaluate", "runs/x"], "Usage: texttune evaluate", "Missing option '--data'"),
-        (["--bogus"], "Usage: texttune", "No such option: --bogus"),
+        (["--bogus"], "Usage: texttune", r"No such option:? '?--bogus"),
         (["no-such-command"], "Usage: texttune", "No such command 'no-such-command'"),
         (["data", "check", "x.csv", "--policy"], None, "Option '--policy' requires an argument"),
         (["predict", "runs/x", "--top-k", "many"], "Usage: texttune predict", "Invalid value for '--top-k'"),
@@ -42,7 +43,7 @@ def test_usage_errors_print_one_usage_line_and_exit_2(args, usage, message, tmp_
     assert proc.returncode == 2, output
     assert proc.stderr.count("Usage:") == (usage is not None), proc.stderr  # click gives none for a bare option
     assert usage is None or usage in proc.stderr, proc.stderr
-    assert message in proc.stderr, proc.stderr
+    assert re.search(message, proc.stderr), proc.stderr  # the wording differs between click releases
 
 
 def test_version_option_prints_the_version(tmp_path):
