@@ -235,6 +235,8 @@ def save(model, tokenizer, run_dir: Path, temperature: float | None) -> float:
     # Not "temperature": transformers reads that name as a text-generation setting.
     model.config.texttune_temperature = temperature
     save_classifier(model, tokenizer, tmp)
+    # A model/ already there is from a finish that crashed before metrics.json: this one replaces it.
+    shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return round(sum(f.stat().st_size for f in target.rglob("*") if f.is_file()) / 2**20, 3)
 
@@ -342,7 +344,9 @@ def _open_for_resume(run_dir: Path) -> tuple[Path, ExperimentBase]:
         raise TexttuneError(f"{run_dir}: not a texttune run directory (no config.yaml)")
     if (run_dir / "metrics.json").is_file():
         raise TexttuneError(f"{run_dir}: this run has finished (metrics.json exists); nothing to resume")
-    if not (run_dir / "checkpoints" / "last" / "trainer_state.json").is_file():
+    from texttune.training.checkpoint import recover_training_state
+
+    if recover_training_state(run_dir / "checkpoints" / "last") is None:
         raise TexttuneError(f"{run_dir}: no checkpoint to resume from (checkpoints/last is missing)")
     return run_dir, load_config(run_dir / "config.yaml")
 

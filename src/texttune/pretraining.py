@@ -249,7 +249,8 @@ def build_mlm_model(cfg: MLMModelConfig, tokenizer, block_size: int):
         from texttune.resources import resolve_model_path
 
         # An encoder without MLM weights (MiniLM) gets a freshly initialised head.
-        return load_pretrained(AutoModelForMaskedLM, resolve_model_path(cfg.init), name=cfg.init, dtype=torch.float32)
+        return load_pretrained(AutoModelForMaskedLM, resolve_model_path(cfg.init), name=cfg.init,
+                               dtype=torch.float32)
     if cfg.hidden_size % cfg.num_heads:
         raise TexttuneError(f"model.hidden_size ({cfg.hidden_size}) must be divisible by model.num_heads ({cfg.num_heads})")
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,

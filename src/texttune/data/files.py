@@ -77,6 +77,13 @@ def _refuse_duplicate_columns(path: Path, names: list[Any]) -> None:
         seen.add(name)
 
 
+def _column_name(name: Any) -> str:
+    """A column name as a message shows it: quoted when it holds a line break or another control
+    character, so the message stays one line."""
+    text = str(name)
+    return text if text.isprintable() and len(text) <= 40 else _shown(name)
+
+
 def _shown(value: Any, limit: int = 40) -> str:
     """``repr`` of a value from a file, cut short: messages stay one readable line."""
     text = repr(value)
@@ -100,39 +107,57 @@ def _decode(path: Path) -> str:
 
 
 def _read_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
+    # Tab-separated files (GLUE, TREC dumps) quote nothing: a '"' is part of the text there.
+    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
     try:
-        # Tab-separated files (GLUE, TREC dumps) quote nothing: a '"' is part of the text there.
-        quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
-        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, quoting=quoting)
+        # The header is read as a data row (header=None), for two silent pandas behaviours: a repeated
+        # name is renamed ('text' → 'text.1'), and a first data row with one field more than the header
+        # turns the first column into the index, shifting every column by one. As a data row, the
+        # header fixes the field count, so any longer row is a ParserError naming its line.
+        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, quoting=quoting,
+                            header=None)
     except pd.errors.ParserError as err:
+        _refuse_wrong_delimiter(path, _first_row(text, sep, quoting), sep)
         # pandas says e.g. "Error tokenizing data. C error: Expected 2 fields in line 5, saw 3"
         detail = str(err).split("error:")[-1].strip()
         raise DataError(f"{path}: malformed {_sep_name(sep)}-separated file: {detail}") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
-    if any(_MANGLED.search(str(c)) for c in df.columns):
-        _refuse_duplicate_columns(path, _header_as_written(text, sep, quoting))
-    if len(df.columns) == 1:
-        header = str(df.columns[0])
-        for other in (",", "\t", ";", "|"):
-            if other != sep and other in header:
-                raise DataError(
-                    f"{path}: wrong delimiter: the header {header!r} is one column when split on "
-                    f"{_sep_name(sep)} but contains {_sep_name(other)}; set data.delimiter="
-                    f"{other!r} (or data.file_format)"
-                )
+    df = _with_header(table)
+    _refuse_duplicate_columns(path, list(df.columns))
+    _refuse_wrong_delimiter(path, list(df.columns), sep)
     return df
 
 
-# pandas renames a repeated header name ('text,text' → 'text', 'text.1') without a word.
-_MANGLED = re.compile(r"\.\d+$")
+def _first_row(text: str, sep: str, quoting: int) -> list[str]:
+    try:
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, quoting=quoting,
+                           header=None, nrows=1).iloc[0].tolist()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        return []
 
 
-def _header_as_written(text: str, sep: str, quoting: int) -> list[str]:
-    """The header's names before pandas de-duplicates them: the first line read as a data row."""
-    first = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, quoting=quoting,
-                        header=None, nrows=1)
-    return [str(name) for name in first.iloc[0]]
+def _refuse_wrong_delimiter(path: Path, header: list[str], sep: str) -> None:
+    """A header that is one column but holds another delimiter: the file uses that one."""
+    if len(header) != 1:
+        return
+    name = str(header[0])
+    for other in (",", "\t", ";", "|"):
+        if other != sep and other in name:
+            raise DataError(
+                f"{path}: wrong delimiter: the header {_shown(name, 80)} is one column when split on "
+                f"{_sep_name(sep)} but contains {_sep_name(other)}; set data.delimiter="
+                f"{other!r} (or data.file_format)"
+            )
+
+
+def _with_header(table: pd.DataFrame) -> pd.DataFrame:
+    """The first row as column names (an empty one named as pandas would: 'Unnamed: 2'), the rest as
+    data with the 0-based data row as index."""
+    names = [name if name != "" else f"Unnamed: {i}" for i, name in enumerate(table.iloc[0])]
+    df = table.iloc[1:].reset_index(drop=True)
+    df.columns = names
+    return df
 
 
 def _sep_name(sep: str) -> str:
@@ -156,8 +181,8 @@ def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
         if record.duplicate is not None:
             raise DataError(f"{path}: line {number}: the key {_shown(record.duplicate)} appears twice; "
                             "JSON readers would silently keep only one of its values")
-        # The text decoded as strict UTF-8, so a surrogate can only come from a \u escape.
-        if "\\u" in line:
+        # The text decoded as strict UTF-8, so a surrogate can only come from an escape \uD800-\uDFFF.
+        if "\\ud" in line or "\\uD" in line:
             _refuse_surrogates(path, number, record)
         records.append(record)
         lines.append(number)
@@ -176,7 +201,11 @@ def _json_object(pairs: list[tuple[str, Any]]) -> _JSONObject:
     obj = _JSONObject(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
-        obj.duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        for key, _ in pairs:
+            if key in seen:
+                obj.duplicate = key
+                break
+            seen.add(key)
     return obj
 
 
@@ -235,9 +264,12 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     try:
+        # Names first: pyarrow refuses to read a table whose names repeat, in a many-line message.
+        _refuse_duplicate_columns(path, pq.read_schema(path).names)
         return pq.read_table(path).to_pandas()
-    except (pa.ArrowInvalid, OSError) as err:
-        raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+    except (pa.ArrowException, OSError) as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: not a readable Parquet file ({detail})") from None
 
 
 def select_columns(
@@ -249,7 +281,7 @@ def select_columns(
     if missing:
         role, col = missing[0]
         key = {"text": "text_column", "text_pair": "text_pair_column", "label_raw": "label_column"}[role]
-        have = ", ".join(map(str, df.columns[:MAX_COLUMNS_SHOWN]))
+        have = ", ".join(map(_column_name, df.columns[:MAX_COLUMNS_SHOWN]))
         more = f", … ({len(df.columns)} columns)" if len(df.columns) > MAX_COLUMNS_SHOWN else ""
         raise DataError(f"{path}: no column '{col}' (data.{key}); the columns are: {have}{more}")
     out = pd.DataFrame(index=df.index)
@@ -272,13 +304,16 @@ def _refuse_nested(df: pd.DataFrame, path: Path | str, column: str, role: str) -
     values = df[column]
     if values.dtype != object:  # string and number columns cannot hold containers
         return
-    nested = np.fromiter((isinstance(v, (dict, list, tuple, set, np.ndarray)) for v in values), bool, len(values))
+    containers = (dict, list, tuple, set, np.ndarray)
+    nested = np.fromiter((isinstance(v, containers) for v in values), bool, len(values))
     if not nested.any():
         return
     first = int(nested.argmax())
     kind = "an object" if isinstance(values.iloc[first], dict) else "a list"
     lines = df.attrs.get("lines")
-    where = f"row {values.index[first]}" + (f" (line {lines[first]})" if lines and len(lines) == len(df) else "")
+    where = f"row {values.index[first]}"
+    if lines and len(lines) == len(df):  # JSONL: the line a user sees, blank lines counted
+        where += f" (line {lines[first]})"
     raise DataError(
         f"{path}: column '{column}' holds {kind} at {where}, where one {role} belongs; "
         "flatten the field or choose another column"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from texttune.config import DataConfig, default_data_dir
 from texttune.data.builtin import DATASETS, load_builtin
 from texttune.data.dataset import TextDataset
@@ -64,21 +66,26 @@ def check_trainable(ds: TextDataset, cfg: DataConfig) -> None:
     a single label (the first evaluation would fail), or far more labels than rows."""
     if not ds.has_labels or "train" not in ds.splits:
         return
+    for split in ("train", "validation"):  # the drop policy can empty a split
+        if split in ds.splits and len(ds.splits[split]) == 0:
+            raise DataError(f"{ds.where(split)}: no {split} rows left after the data checks (policy "
+                            f"{cfg.checks.policy}); texttune data check shows what they found")
     train = ds.splits["train"]
     labels = train["label"].to_numpy()
-    present = sorted({int(i) for i in labels[labels >= 0]})
+    present = np.unique(labels[labels >= 0])  # missing/unknown (< 0) stopped or dropped by the checks
     where, subset = ds.where("train"), _subset_note(ds, cfg)
     if len(present) == 1:
-        raise DataError(f"{where}: the training split has only one label ({ds.label_names[present[0]]!r})"
-                        f"{subset}; a classifier needs at least two")
+        only = ds.label_names[int(present[0])]
+        raise DataError(f"{where}: the training split has only one label ({only!r}){subset}; "
+                        "a classifier needs at least two")
     minimum = getattr(cfg, "min_rows_per_label", MIN_ROWS_PER_LABEL)
     if minimum and len(train) < minimum * ds.num_labels:
         column = f" ('{cfg.label_column}')" if cfg.train_file is not None else ""
-        raise DataError(
-            f"{where}: {ds.num_labels:,} labels for {len(train):,} training rows{subset}, fewer than "
-            f"{minimum:g} rows per label on average: is the label column{column} an id or free text? "
-            "Set data.min_rows_per_label=0 to train anyway"
-        )
+        override = "data.min_rows_per_label=0 to train anyway"
+        advice = (f"raise data.max_train_samples, or set {override}" if subset
+                  else f"is the label column{column} an id or free text? Set {override}")
+        raise DataError(f"{where}: {ds.num_labels:,} labels for {len(train):,} training rows{subset}, fewer "
+                        f"than {minimum:g} rows per label on average: {advice}")
 
 
 def _subset_note(ds: TextDataset, cfg: DataConfig) -> str:

@@ -49,15 +49,13 @@ class SparseConfusion:
                 + np.bincount(self.cols[off], weights=weights, minlength=self.size)).astype(np.int64)
 
 
-def confusion_record(confusion: np.ndarray) -> list[list[int]] | dict[str, Any]:
-    """What ``metrics.json`` holds for a (C, C) count matrix: dense lists up to ``DENSE_MAX_CLASSES``
-    classes, else the sparse triplets (cells in row-major order)."""
-    size = confusion.shape[0]
-    if size <= DENSE_MAX_CLASSES:
-        return confusion.tolist()
-    rows, cols = np.nonzero(confusion)
-    return {"format": SPARSE_FORMAT, "shape": [size, size], "rows": rows.tolist(), "cols": cols.tolist(),
-            "counts": confusion[rows, cols].tolist()}
+def confusion_record(cells: SparseConfusion) -> list[list[int]] | dict[str, Any]:
+    """What ``metrics.json`` holds for a confusion matrix: dense lists up to ``DENSE_MAX_CLASSES``
+    classes, else the sparse triplets (in the cells' order)."""
+    if cells.size <= DENSE_MAX_CLASSES:
+        return cells.dense().tolist()
+    return {"format": SPARSE_FORMAT, "shape": [cells.size, cells.size], "rows": cells.rows.tolist(),
+            "cols": cells.cols.tolist(), "counts": cells.counts.tolist()}
 
 
 def read_confusion(record: Any, dense: bool = True) -> np.ndarray | SparseConfusion:
@@ -83,7 +81,7 @@ def _sparse_from_record(record: dict[str, Any]) -> SparseConfusion:
     if not (isinstance(shape, list) and len(shape) == 2 and shape[0] == shape[1] and int(shape[0]) >= 0):
         raise ValueError(f"a sparse confusion matrix needs a square 'shape', got {shape!r}")
     size = int(shape[0])
-    rows, cols, counts = (np.asarray(record.get(key, []), dtype=np.int64) for key in ("rows", "cols", "counts"))
+    rows, cols, counts = (np.asarray(record.get(k, []), dtype=np.int64) for k in ("rows", "cols", "counts"))
     if not (rows.ndim == cols.ndim == counts.ndim == 1 and len(rows) == len(cols) == len(counts)):
         raise ValueError("a sparse confusion matrix needs 'rows', 'cols' and 'counts' of one length")
     if len(rows) and (min(rows.min(), cols.min()) < 0 or max(rows.max(), cols.max()) >= size):

@@ -2,7 +2,8 @@
 
 The training loop calls ``MetricAccumulator.update`` once per evaluation batch and ``compute`` once at
 the end. scikit-learn's metric functions need every prediction at once, so instead we keep sufficient
-statistics: a C×C confusion matrix (all of accuracy/precision/recall/F1 follow from it), the summed
+statistics: the non-zero cells of the C×C confusion matrix (all of accuracy/precision/recall/F1 follow
+from it; kept sparse, so memory grows with the cells seen rather than with C²), the summed
 negative log-likelihood, per-bin ECE sums, and a bounded heap of the most confidently wrong examples.
 The F1 family is derived from the confusion matrix by hand, because scikit-learn has no function that
 takes one; the formulas match ``sklearn.metrics`` with ``labels=range(C)`` and ``zero_division=0``,
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from texttune.evaluation.calibration import bin_edges, bin_statistics, ece_from_bins
-from texttune.evaluation.confusion import confusion_record
+from texttune.evaluation.confusion import SparseConfusion, confusion_record
 
 # Which way is better for each metric compute() returns (early stopping, best-checkpoint selection).
 METRIC_DIRECTIONS: dict[str, str] = {
@@ -65,11 +66,12 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return out
 
 
-def _scores_from_confusion(confusion: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class precision, recall, F1 and support from a confusion matrix (rows = true)."""
-    tp = np.diag(confusion).astype(np.float64)  # (C,)
-    support = confusion.sum(axis=1)  # (C,) true count per class
-    predicted = confusion.sum(axis=0)  # (C,) predicted count per class
+def _scores_from_confusion(cells: SparseConfusion) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1 and support from a confusion matrix's cells (rows = true)."""
+    c, diagonal = cells.size, cells.rows == cells.cols
+    tp = np.bincount(cells.rows[diagonal], weights=cells.counts[diagonal], minlength=c)  # (C,) float64
+    support = cells.true_totals()  # (C,) true count per class
+    predicted = np.bincount(cells.cols, weights=cells.counts, minlength=c).astype(np.int64)  # (C,)
     # F1 as 2tp / (support + predicted) = 2tp / (2tp + fp + fn), the form sklearn uses: it is 0 (not
     # undefined) when precision is undefined but recall is 0, exactly like zero_division=0.
     return {
@@ -77,13 +79,14 @@ def _scores_from_confusion(confusion: np.ndarray) -> dict[str, np.ndarray]:
         "recall": _safe_divide(tp, support),
         "f1": _safe_divide(2 * tp, support + predicted),
         "support": support,
+        "tp": tp,
     }
 
 
-def _averaged_scores(confusion: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, float]:
+def _averaged_scores(scores: dict[str, np.ndarray]) -> dict[str, float]:
     """Accuracy and the macro / micro / weighted averages of the per-class scores."""
-    accuracy = float(np.trace(confusion) / confusion.sum())
     support = scores["support"]
+    accuracy = float(scores["tp"].sum() / support.sum())
     return {
         "accuracy": accuracy,
         "f1_macro": float(scores["f1"].mean()),
@@ -123,8 +126,10 @@ class MetricAccumulator:
 
     def reset(self) -> None:
         """Forget everything seen, keeping the configuration (reuse across evaluations)."""
-        c, b = self.num_labels, self.n_bins
-        self.confusion = np.zeros((c, c), dtype=np.int64)  # rows = true, columns = predicted
+        b = self.n_bins
+        # The non-zero confusion cells, {true * C + predicted: count}: a dense C×C matrix would be 200 MB
+        # at 5,000 classes (and as much again per batch to update it), however few examples there are.
+        self._cells: dict[int, int] = {}
         self.nll_sum = 0.0
         self.bin_count = np.zeros(b, dtype=np.int64)
         self.bin_conf_sum = np.zeros(b, dtype=np.float64)
@@ -134,6 +139,19 @@ class MetricAccumulator:
         # None until the first update decides whether batches come with a loss; mixing is refused.
         self._with_loss: bool | None = None
         self._worst: list[_WorstEntry] = []  # min-heap, at most keep_worst entries
+
+    @property
+    def confusion(self) -> np.ndarray:
+        """The dense (C, C) confusion matrix, rows = true, columns = predicted (C² memory)."""
+        return self.confusion_cells().dense()
+
+    def confusion_cells(self) -> SparseConfusion:
+        """The confusion matrix's non-zero cells in row-major order."""
+        keys = np.fromiter(self._cells.keys(), np.int64, len(self._cells))
+        counts = np.fromiter(self._cells.values(), np.int64, len(self._cells))
+        order = np.argsort(keys)
+        keys, counts = keys[order], counts[order]
+        return SparseConfusion(self.num_labels, keys // self.num_labels, keys % self.num_labels, counts)
 
     def update(
         self,
@@ -156,9 +174,9 @@ class MetricAccumulator:
         top_log_prob, preds = log_probs.max(dim=-1)  # (B,), (B,); ties go to the first class, as argmax
         confidence = top_log_prob.exp().numpy()  # (B,)
         correct = (preds == targets).numpy()  # (B,)
-        # Scatter-add of the batch's B cells: O(B), where a bincount over all C² cells would allocate
-        # a C² array per batch (200 MB at 5,000 classes).
-        np.add.at(self.confusion, (targets.numpy(), preds.numpy()), 1)
+        cells, counts = np.unique(targets.numpy() * self.num_labels + preds.numpy(), return_counts=True)
+        for cell, count in zip(cells.tolist(), counts.tolist()):  # at most B distinct cells
+            self._cells[cell] = self._cells.get(cell, 0) + count
         self.nll_sum -= float(log_probs.gather(1, targets[:, None]).sum())
         count, conf_sum, correct_sum = bin_statistics(confidence, correct, self.n_bins)
         self.bin_count += count
@@ -227,7 +245,8 @@ class MetricAccumulator:
         shifted = [(c, p - self.num_examples, i, t, y) for c, p, i, t, y in other._worst]
         self._worst = heapq.nlargest(self.keep_worst, self._worst + shifted)
         heapq.heapify(self._worst)
-        self.confusion += other.confusion
+        for cell, count in other._cells.items():
+            self._cells[cell] = self._cells.get(cell, 0) + count
         self.nll_sum += other.nll_sum
         self.bin_count += other.bin_count
         self.bin_conf_sum += other.bin_conf_sum
@@ -241,9 +260,10 @@ class MetricAccumulator:
         """All metrics as plain Python numbers (JSON-serialisable); see the module docstring."""
         if self.num_examples == 0:
             raise ValueError("no examples to evaluate: update() was never given a non-empty batch")
-        scores = _scores_from_confusion(self.confusion)
+        cells = self.confusion_cells()
+        scores = _scores_from_confusion(cells)
         log_loss = self.nll_sum / self.num_examples
-        result: dict[str, Any] = _averaged_scores(self.confusion, scores)
+        result: dict[str, Any] = _averaged_scores(scores)
         if self.num_labels == 2:
             result["f1"] = float(scores["f1"][1])  # positive class = label 1, like sklearn's default
         result["per_class"] = {
@@ -255,7 +275,7 @@ class MetricAccumulator:
             }
             for k, name in enumerate(self.label_names)
         }
-        result["confusion_matrix"] = confusion_record(self.confusion)
+        result["confusion_matrix"] = confusion_record(cells)
         result["log_loss"] = log_loss
         result["ece"] = ece_from_bins(self.bin_count, self.bin_conf_sum, self.bin_correct_sum)
         result["reliability"] = self._reliability()

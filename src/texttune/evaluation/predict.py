@@ -45,6 +45,9 @@ class Predictor:
         folder = model_dir_of(path)
         model = load_classifier(folder)
         tokenizer = load_tokenizer_from(folder)
+        if tokenizer.pad_token_id is None:  # batches are padded: without it every prediction would fail
+            raise TexttuneError(f"{folder}: its tokenizer has no padding token (set pad_token in "
+                                "tokenizer_config.json)")
         max_length = _run_max_length(folder.parent) or getattr(tokenizer, "model_max_length", 512)
         return cls(model, tokenizer, min(int(max_length), 4096), device)
 

@@ -36,6 +36,8 @@ TRAINED_WEIGHTS = "trained_weights.safetensors"
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", TRAINED_WEIGHTS)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+DAMAGED_SAFETENSORS = "corrupted or truncated safetensors file"
+SAFETENSORS_ONLY = "texttune reads safetensors only"
 CONVERT_HINT = ("convert them with https://huggingface.co/spaces/safetensors/convert or, if you trust the "
                 "file, load it once with transformers and save_pretrained (it writes model.safetensors)")
 log = logging.getLogger("texttune")
@@ -67,13 +69,13 @@ def read_json_object(path: Path) -> dict[str, Any]:
     with reading(path, "not valid JSON"):
         data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
-        raise TexttuneError(f"{path}: not valid here (a JSON object was expected, found {type(data).__name__})")
+        raise TexttuneError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
 
 
 def check_safetensors(path: Path) -> None:
     """The header of a safetensors file parses and covers the file: a truncated file fails here."""
-    with reading(path, "not a readable safetensors file (corrupted or truncated)"):
+    with reading(path, DAMAGED_SAFETENSORS):
         with safe_open(str(path), "pt") as handle:
             handle.keys()
 
@@ -85,13 +87,13 @@ def check_model_folder(folder: Path) -> None:
         explicit = read_json_object(folder / "config.json").get("transformers_weights")
         if explicit is not None and not str(explicit).endswith((".safetensors", ".safetensors.index.json")):
             raise TexttuneError(f"{folder / 'config.json'}: transformers_weights names {explicit}, not a "
-                                "safetensors file; texttune reads safetensors only")
+                                f"safetensors file; {SAFETENSORS_ONLY}")
     weights = [folder / name for name in SAFE_WEIGHTS if (folder / name).is_file()]
     if not weights:
         pickles = sorted(p.name for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
         if pickles:
-            raise TexttuneError(f"{folder}: holds pickled weights only ({', '.join(pickles)}); texttune reads "
-                                f"safetensors only — {CONVERT_HINT}")
+            raise TexttuneError(f"{folder}: holds pickled weights only ({', '.join(pickles)}); "
+                                f"{SAFETENSORS_ONLY} — {CONVERT_HINT}")
     for path in weights:
         for shard in _shards(path):
             check_safetensors(shard)
@@ -106,8 +108,8 @@ def _shards(path: Path) -> list[Path]:
     names = sorted({str(name) for name in weight_map.values()})
     pickled = [name for name in names if not name.endswith(".safetensors")]
     if pickled:
-        raise TexttuneError(f"{path}: lists pickled shards ({', '.join(pickled)}); texttune reads safetensors "
-                            f"only — {CONVERT_HINT}")
+        raise TexttuneError(f"{path}: lists pickled shards ({', '.join(pickled)}); {SAFETENSORS_ONLY} — "
+                            f"{CONVERT_HINT}")
     return [path.parent / name for name in names]
 
 
@@ -117,12 +119,19 @@ def load_pretrained(auto_class, source: str | Path, name: str | Path | None = No
     ``use_safetensors=True`` refuses a pickle-only repository); ``strict``: every weight must be in the
     files (a texttune model saved whole), not initialised at random. Errors start with ``name``."""
     name = name if name is not None else source
-    if Path(str(source)).is_dir():
+    local = Path(str(source)).is_dir()
+    if local:
         check_model_folder(Path(str(source)))
     with reading(name, "cannot load the model"):
-        model, info = auto_class.from_pretrained(str(source), use_safetensors=True, output_loading_info=True,
-                                                 **kwargs)
-    missing = sorted(info.get("missing_keys") or []) + sorted(str(k) for k in info.get("mismatched_keys") or [])
+        try:
+            model, info = auto_class.from_pretrained(str(source), use_safetensors=True,
+                                                     output_loading_info=True, **kwargs)
+        except OSError as err:
+            if not local and "cannot be loaded with `safetensors`" in str(err):  # transformers' words
+                raise TexttuneError(f"{name}: this repository holds no safetensors weights; "
+                                    f"{SAFETENSORS_ONLY} — {CONVERT_HINT}") from None
+            raise
+    missing = [*sorted(info.get("missing_keys") or []), *sorted(map(str, info.get("mismatched_keys") or []))]
     if strict and missing:
         raise TexttuneError(f"{name}: its weights do not fit its config.json (missing or mismatched: "
                             f"{missing[:5]})")

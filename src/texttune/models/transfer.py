@@ -20,7 +20,9 @@ def build_from_run(run: str | Path, label_names: list[str], max_length: int):
     """(model, tokenizer) for the target labels, starting from ``run``'s trained model."""
     from texttune.evaluation.predict import model_dir_of
     from texttune.models.classifier import TexttuneConfig, TexttuneForSequenceClassification
-    from texttune.models.saving import load_classifier, load_tokenizer_from, plain_encoder_state, weights_fingerprint
+    from texttune.models.saving import (
+        load_classifier, load_tokenizer_from, plain_encoder_state, weights_fingerprint,
+    )
 
     folder = model_dir_of(run)
     source = load_classifier(folder)

@@ -155,11 +155,16 @@ def plot_confusion_matrix(
 
 
 def _most_confused(cells: SparseConfusion, k: int) -> np.ndarray:
-    """The ``k`` classes in the most errors (as true or predicted class); ties and error-free classes
-    by support, then index, so the choice is deterministic."""
+    """``k`` classes: both ends of the largest off-diagonal cells first (who is taken for whom), then
+    the classes in the most errors, then the largest; ties by index, so the choice is deterministic."""
+    off = cells.rows != cells.cols
+    rows, cols, counts = cells.rows[off], cells.cols[off], cells.counts[off]
+    order = np.lexsort((cols, rows, -counts))[:k]  # the last key sorts first
+    pairs = np.column_stack((rows[order], cols[order])).ravel()  # (2k,) true, predicted, true, ...
     errors, support = cells.errors_per_class(), cells.true_totals()
-    order = np.lexsort((np.arange(cells.size), -support, -errors))  # last key sorts first
-    return order[:k]
+    rest = np.lexsort((np.arange(cells.size), -support, -errors))
+    chosen = dict.fromkeys(int(i) for i in np.concatenate((pairs, rest[: 2 * k])))
+    return np.array(list(chosen)[:k], dtype=np.int64)
 
 
 def _block(cells: SparseConfusion, classes: np.ndarray) -> np.ndarray:

@@ -24,6 +24,8 @@ from texttune.config import TrainConfig
 from texttune.data.tokenize import Encoded, collate, epoch_batches
 from texttune.evaluation.evaluate import evaluate
 from texttune.evaluation.metrics import is_better
+from texttune.io import atomic_write_text
+from texttune.models.saving import check_safetensors, reading
 from texttune.training.callbacks import Callback
 from texttune.training.checkpoint import (
     load_model_weights,
@@ -278,16 +280,21 @@ class Trainer:
         folder = self.checkpoint_dir / "last"
         model = self.accelerator.unwrap_model(self.model)
         trainer = load_training_state(folder, model, self.optimizer, self.scheduler)
-        self.state = LoopState(**trainer["loop"])
+        with reading(folder / "trainer_state.json", "does not fit the training loop"):
+            self.state = LoopState(**trainer["loop"])
+        best = self.checkpoint_dir / "best" / "model.safetensors"
+        if best.is_file():  # reloaded when training ends: found damaged now, not after the last step
+            check_safetensors(best)
         self._truncate_metrics(self.state.global_step)
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop records written after the checkpoint: the resumed run writes them again."""
+        """Drop records written after the checkpoint: the resumed run writes them again. So is a torn
+        last line (a crash mid-write); the file is replaced whole, so a crash here loses no record."""
         if not self.metrics_path.is_file():
             return
         kept = [line for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+                if (line_step := _record_step(line)) is not None and line_step <= step]
+        atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def _restore_best(self) -> None:
         best = self.checkpoint_dir / "best" / "model.safetensors"
@@ -304,6 +311,15 @@ class Trainer:
     def _call(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
+
+
+def _record_step(line: str) -> int | None:
+    """The step of a metrics.jsonl line; None for a line that is not a whole record."""
+    try:
+        step = json.loads(line).get("step", 0)
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
