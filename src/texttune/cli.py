@@ -232,9 +232,11 @@ def run(
 
 def _interrupted(run_dir: Path | None) -> str:
     """What Ctrl-C left: a run to resume, a run with no checkpoint yet, or nothing."""
+    from texttune.training.checkpoint import has_training_state
+
     if run_dir is None or not run_dir.is_dir():
         return "interrupted before training started; no run directory was kept"
-    if (run_dir / "checkpoints" / "last" / "trainer_state.json").is_file():
+    if has_training_state(run_dir / "checkpoints" / "last"):
         return f"interrupted; continue with: texttune run --resume {run_dir}"
     return (f"interrupted before the first checkpoint: {run_dir} cannot be resumed; start the run again "
             "(checkpoints are written at every evaluation: train.eval_every_steps)")

@@ -36,6 +36,7 @@ from texttune.config import (
     read_yaml, validate_config,
 )
 from texttune.errors import TexttuneError
+from texttune.training.checkpoint import has_training_state
 
 log = logging.getLogger("texttune")
 REFERENCE = re.compile(r"^\{stage:([A-Za-z0-9_.-]+)\}$")
@@ -196,7 +197,7 @@ def finished_run(folder: Path) -> Path | None:
 
 
 def resumable_run(folder: Path) -> Path | None:
-    runs = sorted(p for p in folder.glob("*") if (p / "checkpoints" / "last" / "trainer_state.json").is_file()
+    runs = sorted(p for p in folder.glob("*") if has_training_state(p / "checkpoints" / "last")
                   and not (p / "metrics.json").is_file()) if folder.is_dir() else []
     return runs[-1] if runs else None
 
@@ -312,7 +313,7 @@ def describe_run(run: Path) -> dict[str, Any]:
         row.update(status="finished", split=split, accuracy=metrics[split]["accuracy"],
                    trainable_pct=metrics.get("params", {}).get("trainable_pct"),
                    wall_time_s=metrics.get("wall_time_s"))
-    elif (run / "checkpoints" / "last" / "trainer_state.json").is_file():
+    elif has_training_state(run / "checkpoints" / "last"):
         row["status"] = "resumable"
     return row
 

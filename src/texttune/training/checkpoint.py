@@ -156,6 +156,13 @@ def is_complete(folder: Path) -> bool:
         return False
 
 
+def has_training_state(folder: Path) -> bool:
+    """Whether ``recover_training_state(folder)`` would find state to resume from (changes nothing)."""
+    if (folder / "trainer_state.json").is_file():
+        return True
+    return not folder.exists() and any(is_complete(_aside(folder, kind)) for kind in ("tmp", "old"))
+
+
 def recover_training_state(folder: Path) -> Path | None:
     """``folder`` if it holds training state; after a crash between the two renames of
     ``save_training_state`` (no ``folder``), the complete copy left aside — the newer ``.tmp``, else the
