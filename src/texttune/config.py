@@ -105,6 +105,11 @@ class DataConfig(Section):
     )
     max_validation_samples: int | None = Field(None, gt=0, description="Stratified subset of validation.")
     max_test_samples: int | None = Field(None, gt=0, description="Stratified subset of test.")
+    min_rows_per_label: float = Field(
+        2.0, ge=0,
+        description="Refuse to train when the training split has fewer rows per label than this on average "
+        "(more labels than rows / this): a label column that is really an id or free text. 0 turns it off.",
+    )
     checks: DataChecksConfig = Field(default_factory=DataChecksConfig)
 
     @model_validator(mode="before")

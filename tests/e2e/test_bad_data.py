@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from texttune.config import DataConfig
 
 DATA_ERROR, CHECK_ERROR = 2, 3
 
@@ -150,16 +149,11 @@ def test_labels_txt_beside_the_train_file_is_announced(run_cli, workdir):
     assert f"labels: taken from {workdir / 'labels.txt'} (2 names)" in out
 
 
-def test_many_labels_train_with_the_cap_overridden(run_cli, workdir, tiny_model_dir, monkeypatch):
+def test_many_labels_train_with_the_cap_overridden(run_cli, workdir, tiny_model_dir):
     """150 labels, one row each: the cap lifted, the run completes with a sparse confusion matrix, a
     confusion plot of the most confused classes, and a report."""
     train = write_files(workdir, {"train.csv": rows([f"label-{i:03d}" for i in range(150)])})
-    extra: tuple[str, ...] = ()
-    if "min_rows_per_label" in DataConfig.model_fields:
-        extra = ("data.min_rows_per_label=0",)
-    else:  # until DataConfig has the field, its default is the constant the loader falls back on
-        monkeypatch.setattr("texttune.data.load.MIN_ROWS_PER_LABEL", 0)
-    args = run_args(tiny_model_dir, workdir / "runs", f"data.train_file={train}", *extra)
+    args = run_args(tiny_model_dir, workdir / "runs", f"data.train_file={train}", "data.min_rows_per_label=0")
     code, out, err = run_cli("run", *args)
     assert code == 0, f"stdout:\n{out}\nstderr:\n{err}"
     (run_dir,) = (workdir / "runs").iterdir()

@@ -63,7 +63,7 @@ def test_existing_splits_are_kept_as_they_are():
 
 
 def test_too_large_carve_is_a_clear_error():
-    with pytest.raises(DataError, match=r"toy: data.test_size: cannot carve 100 out of 100 rows"):
+    with pytest.raises(DataError, match=r"^/data/train.csv: data.test_size: cannot carve 100 out of 100 rows"):
         carve_splits(make(), 0.1, 100, seed=0)
 
 

@@ -13,11 +13,9 @@ from texttune.data.files import load_files
 from texttune.data.splits import carve_splits, take_subsets
 from texttune.errors import DataError
 
-# Default of data.min_rows_per_label (read with getattr until DataConfig has the field): under two
-# training rows per label on average, most labels have a single example -- the label column is then
-# almost surely an id or free text, and every record that scales with the classes (metrics, plots)
-# grows with the rows instead.
-MIN_ROWS_PER_LABEL = 2.0
+# data.min_rows_per_label (default 2): under two training rows per label on average, most labels have a
+# single example -- the label column is then almost surely an id or free text, and every record that
+# scales with the classes (metrics, plots) grows with the rows instead.
 
 
 def data_dir_of(cfg: DataConfig) -> Path:
@@ -78,7 +76,7 @@ def check_trainable(ds: TextDataset, cfg: DataConfig) -> None:
         only = ds.label_names[int(present[0])]
         raise DataError(f"{where}: the training split has only one label ({only!r}){subset}; "
                         "a classifier needs at least two")
-    minimum = getattr(cfg, "min_rows_per_label", MIN_ROWS_PER_LABEL)
+    minimum = cfg.min_rows_per_label
     if minimum and len(train) < minimum * ds.num_labels:
         column = f" ('{cfg.label_column}')" if cfg.train_file is not None else ""
         override = "data.min_rows_per_label=0 to train anyway"

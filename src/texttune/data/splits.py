@@ -62,7 +62,7 @@ def carve_splits(
         if "test" not in splits:
             raise DataError(f"dataset '{ds.name}' has neither a train nor a test split")
         source = splits.pop("test")
-        train, test, how = split_off(source, test_size, seed, f"{ds.name}: data.test_size")
+        train, test, how = split_off(source, test_size, seed, f"{_source(ds, 'test')}: data.test_size")
         splits["train"], splits["test"] = train, test
         if "test" in files:
             files["train"] = files["test"]
@@ -70,7 +70,8 @@ def carve_splits(
         provenance["test"] = f"carved from the official test split ({len(source):,} rows): {len(test):,} rows, {how}"
     elif "test" not in splits and test_size != 0:
         source = splits["train"]
-        splits["train"], splits["test"], how = split_off(source, test_size, seed, f"{ds.name}: data.test_size")
+        what = f"{_source(ds, 'train')}: data.test_size"
+        splits["train"], splits["test"], how = split_off(source, test_size, seed, what)
         provenance["test"] = f"carved from train ({len(source):,} rows): {len(splits['test']):,} rows, {how}"
         if "train" in files:
             files["test"] = files["train"]
@@ -78,7 +79,7 @@ def carve_splits(
     if "validation" not in splits:
         source = splits["train"]
         splits["train"], splits["validation"], how = split_off(
-            source, validation_size, seed + 1, f"{ds.name}: data.validation_size"
+            source, validation_size, seed + 1, f"{_source(ds, 'train')}: data.validation_size"
         )
         provenance["validation"] = (
             f"carved from train ({len(source):,} rows): {len(splits['validation']):,} rows, {how}"
@@ -88,6 +89,11 @@ def carve_splits(
         provenance["train"] = f"{provenance.get('train', 'official')}, minus the carved validation"
     ordered = {s: splits[s] for s in ("train", "validation", "test") if s in splits}
     return _replace(ds, ordered, provenance, files)
+
+
+def _source(ds: TextDataset, split: str) -> str:
+    """What a carving message names: the split's file (the user's own data), else the dataset."""
+    return ds.files.get(split, ds.name)
 
 
 def take_subsets(ds: TextDataset, limits: dict[str, int | None], seed: int) -> TextDataset:
