@@ -335,13 +335,21 @@ def _metrics_section(run: Run) -> str:
     return _section("Metrics", test_note + _table(["metric", *splits], rows, numeric=numeric))
 
 
+MAX_CLASS_ROWS = 100
+
+
 def _per_class_section(run: Run) -> str:
     body = ""
     for split in _splits(run):
         per_class = run.metrics[split].get("per_class") or {}
+        # Past MAX_CLASS_ROWS classes the page lists the largest classes (by support); metrics.json has all.
+        shown = sorted(per_class.items(), key=lambda item: -(item[1].get("support") or 0))[:MAX_CLASS_ROWS] \
+            if len(per_class) > MAX_CLASS_ROWS else list(per_class.items())
         rows = [[escape(str(label)), *(_fmt(m.get(k)) for k in ("precision", "recall", "f1", "support"))]
-                for label, m in per_class.items()]
-        body += f"<h3>{escape(split)}</h3>" + (
+                for label, m in shown]
+        note = _note(f"The {MAX_CLASS_ROWS} largest of {len(per_class):,} classes; metrics.json lists every "
+                     "class.") if len(shown) < len(per_class) else ""
+        body += f"<h3>{escape(split)}</h3>" + note + (
             _table(["label", "precision", "recall", "F1", "support"], rows, numeric={1, 2, 3, 4})
             if rows else _note(f"No per-class metrics for {split}."))
     return _section("Per-class metrics", body or _note("No per-class metrics."))
