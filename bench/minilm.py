@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from texttune.experiment import peak_memory_mb  # GPU: max allocated; CPU: process RSS peak
+from texttune.runs import peak_memory_mb  # GPU: max allocated; CPU: process RSS peak
 
 TASKS = {  # dataset, max_length
     "imdb": ("imdb", 256),
@@ -388,10 +388,10 @@ class TokenCounter:
 
 
 def run_texttune(opts: Options, train_df, val_df, labels) -> Result:
-    from texttune.config import load_config
+    from texttune.tasks.classify import load_config
     from texttune.data.dataset import TextDataset
     from texttune.evaluation.evaluate import evaluate
-    from texttune.experiment import build, tokenize
+    from texttune.tasks.classify import build, tokenize
     from texttune.training.callbacks import Callback
     from texttune.training.loop import Trainer
 

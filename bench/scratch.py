@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from texttune.experiment import peak_memory_mb  # process RSS peak on a CPU
+from texttune.runs import peak_memory_mb  # process RSS peak on a CPU
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {  # task -> built-in dataset
@@ -307,11 +307,11 @@ def run_texttune(opts: Options) -> Result:
             self.end = time.perf_counter()
 
     # Import what a run imports first, so that the first run's prep_time_s is not import time.
-    import texttune.experiment
-    import texttune.plugins  # noqa: F401
+    import texttune.runs
+    import texttune.tasks  # noqa: F401
     import texttune.training.loop  # noqa: F401
 
-    texttune.experiment.quiet_libraries()
+    texttune.runs.quiet_libraries()
     fit_runs, wall_runs, token_runs = [], [], []
     run_dir = None
     for _ in range(opts.repeats):
@@ -383,7 +383,7 @@ def run_texttune(opts: Options) -> Result:
 
 
 def run_tokenize(opts: Options) -> Result:
-    from texttune.config import load_config
+    from texttune.tasks.classify import load_config
     from texttune.data.tokenize import encode_cached
     from texttune.models.pretrained import load_tokenizer
     from texttune.models.scratch import build_tokenizer

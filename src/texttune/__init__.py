@@ -10,15 +10,15 @@ __version__ = "0.1.0"
 
 def load(path: str | Path, device: str | None = None) -> Any:
     """Load a trained run (``RUN_DIR`` or ``RUN_DIR/model``): ``texttune.load(d).predict(["..."])``."""
-    from texttune.evaluation.predict import load as _load
+    from texttune.predict import load as _load
 
     return _load(path, device)
 
 
 def run(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), **kwargs: Any) -> Any:
     """Train and evaluate one experiment from a config file (+ ``--set``-style overrides)."""
-    from texttune.config import load_config
-    from texttune.experiment import run_experiment
+    from texttune.tasks.classify import load_config
+    from texttune.tasks.classify import run_experiment
 
     return run_experiment(load_config(config, list(overrides)), **kwargs)
 
@@ -32,6 +32,6 @@ def detect_language(texts: list[str] | str, top_k: int = 1) -> list[list[dict[st
 
 def compare(spec: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Any:
     """Run (or resume) a comparison spec; returns (comparison directory, leaderboard dict)."""
-    from texttune.compare import run_comparison
+    from texttune.tasks.compare import run_comparison
 
     return run_comparison(spec, overrides=overrides)

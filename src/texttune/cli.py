@@ -69,7 +69,7 @@ def _root(
 @app.command()
 def version() -> None:
     """Print the versions of texttune and its main libraries."""
-    from texttune.record import environment
+    from texttune.runs import environment
 
     for key, value in environment().items():
         say(f"{key}: {value}")
@@ -85,7 +85,8 @@ def config_show(
     comments: Annotated[bool, typer.Option(help="Show each field's description.")] = True,
 ) -> None:
     """Print the resolved config: defaults ← FILE (and its extends) ← --set overrides."""
-    from texttune.config import dump_yaml, load_config
+    from texttune.config import dump_yaml
+    from texttune.tasks.classify import load_config
 
     config = load_config(file, set_ or [])
     typer.echo(dump_yaml(config, comments=comments), nl=False)
@@ -95,14 +96,14 @@ def config_show(
 def config_validate(
     files: Annotated[list[Path], typer.Argument(help="Config files to check.")],
 ) -> None:
-    """Check config files; report every invalid one."""
-    from texttune.config import load_config
+    """Check config files of any kind (classify, mlm, sft, compare: their `kind`); report every invalid one."""
+    from texttune.tasks import kind_of, load_any
 
     failed = 0
     for file in files:
         try:
-            load_config(file)
-            say(f"[green]ok[/green]    {file}")
+            load_any(file)
+            say(f"[green]ok[/green]    {file} ({kind_of(file)})")
         except TexttuneError as error:
             failed += 1
             err.print(f"[red]error[/red] {escape(str(error))}", soft_wrap=True)
@@ -115,7 +116,7 @@ def config_validate(
 
 def _data_config(target: str | None, config: Path | None, overrides: list[str] | None):
     """The DataConfig for a command: a config file's data section, then NAME|FILE, then --set."""
-    from texttune.config import load_config
+    from texttune.tasks.classify import load_config
     from texttune.data.builtin import DATASETS
 
     extra: list[str] = []
@@ -163,7 +164,7 @@ def data_inspect(
     """Rows per split and how each was formed, class balance, text lengths, a few examples."""
     from texttune.data.inspect import summarize
     from texttune.data.load import load_dataset
-    from texttune.experiment import quiet_libraries
+    from texttune.runs import quiet_libraries
     from texttune.reports.console import render_summary
 
     quiet_libraries()  # token counts of long texts would print transformers' max-length warning
@@ -207,37 +208,45 @@ def data_check(
 # --------------------------------------------------------------------------- training and using models
 
 
-@app.command()
-def run(
-    config: Annotated[Optional[Path], typer.Argument(help="Experiment YAML (omit for the defaults).")] = None,
-    set_: SetOption = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run directory.")] = None,
-) -> None:
-    """Train, evaluate and record one experiment in a new run directory."""
-    from texttune.config import load_config
-    from texttune.experiment import run_experiment
+ResumeOption = Annotated[Optional[Path], typer.Option(help="Continue an interrupted run directory.")]
 
+
+def _run_kind(kind: str, config: Path | None, set_: list[str] | None, resume: Path | None):
+    """Every training command: a new run of ``kind`` (CONFIG ← --set), or ``--resume RUN_DIR``; Ctrl-C
+    says how to continue."""
+    import texttune.tasks  # noqa: F401  (registers every kind of run)
+    from texttune import runs
+
+    task = runs.TASKS.get(kind)
     if resume is not None and (config is not None or set_):
         raise TexttuneError("--resume continues a run with its saved config; give no CONFIG or --set")
     try:
         if resume is not None:
-            result = run_experiment(resume=resume)
-        else:
-            result = run_experiment(load_config(config, set_ or []))
+            return runs.run_task(task, resume=resume)
+        return runs.run_task(task, task.load_config(config, set_ or []))
     except KeyboardInterrupt as interrupt:
-        err.print(_interrupted(getattr(interrupt, "run_dir", None)), soft_wrap=True)
+        err.print(_interrupted(getattr(interrupt, "run_dir", None), task.command), soft_wrap=True)
         raise typer.Exit(130) from None
-    _print_result(result)
 
 
-def _interrupted(run_dir: Path | None) -> str:
+@app.command()
+def run(
+    config: Annotated[Optional[Path], typer.Argument(help="Experiment YAML (omit for the defaults).")] = None,
+    set_: SetOption = None,
+    resume: ResumeOption = None,
+) -> None:
+    """Train, evaluate and record one experiment in a new run directory."""
+    _print_result(_run_kind("classify", config, set_, resume))
+
+
+def _interrupted(run_dir: Path | None, command: str = "run") -> str:
     """What Ctrl-C left: a run to resume, a run with no checkpoint yet, or nothing."""
-    from texttune.training.checkpoint import has_training_state
+    from texttune.runs import is_resumable
 
     if run_dir is None or not run_dir.is_dir():
         return "interrupted before training started; no run directory was kept"
-    if has_training_state(run_dir / "checkpoints" / "last"):
-        return f"interrupted; continue with: texttune run --resume {run_dir}"
+    if is_resumable(run_dir):
+        return f"interrupted; continue with: texttune {command} --resume {run_dir}"
     return (f"interrupted before the first checkpoint: {run_dir} cannot be resumed; start the run again "
             "(checkpoints are written at every evaluation: train.eval_every_steps)")
 
@@ -256,7 +265,9 @@ def _print_result(result) -> None:
     say(f"trainable {params['trainable']:,} / {params['total']:,} parameters ({params['trainable_pct']:.2f}%), "
         f"{metrics['train_samples_per_s']:.1f} train samples/s, wall {metrics['wall_time_s']:.1f} s, "
         f"peak memory {metrics['peak_memory_mb']:.0f} MB")
-    say(f"report: {result.run_dir / 'report.html'}")
+    from texttune.runs import REPORT
+
+    say(f"report: {result.run_dir / REPORT}")
 
 
 @app.command()
@@ -272,7 +283,7 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 64,
 ) -> None:
     """Label texts with a trained model: label, probability, top-k."""
-    from texttune.evaluation.predict import load, read_texts, write_predictions
+    from texttune.predict import load, read_texts, write_predictions
 
     if (text is None) == (input_file is None):
         raise TexttuneError("give texts with --text, or a file with --input (one of the two)")
@@ -318,7 +329,7 @@ def evaluate(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Save the metrics as JSON here.")] = None,
 ) -> None:
     """Evaluate a saved model on any dataset split."""
-    from texttune.evaluation.predict import evaluate_saved
+    from texttune.predict import evaluate_saved
     from texttune.io import atomic_write_json, unique_path
 
     metrics = evaluate_saved(run_dir, _data_config(data, None, set_), split)
@@ -340,8 +351,8 @@ def export(
     out_dir: Annotated[Path, typer.Argument(help="New folder for the whole model (must not exist).")],
 ) -> None:
     """Write a run's model as one standalone Hugging Face folder (LoRA merged into the weights)."""
-    from texttune.experiment import quiet_libraries
-    from texttune.models.saving import export_classifier
+    from texttune.runs import quiet_libraries
+    from texttune.predict import export_classifier
 
     quiet_libraries()
     target = export_classifier(run_dir, out_dir)
@@ -354,7 +365,7 @@ def compare(
     set_: SetOption = None,
 ) -> None:
     """Run a matrix of experiments on equal terms (resuming a previous attempt) and rank them."""
-    from texttune.compare import run_comparison
+    from texttune.tasks.compare import run_comparison
     from texttune.reports.leaderboard import markdown
 
     try:
@@ -371,19 +382,19 @@ def runs_list(
     folder: Annotated[Path, typer.Argument(help="Folder holding run directories.")] = Path("runs"),
 ) -> None:
     """Every run directory under FOLDER: dataset, model, strategy, score, status."""
-    from texttune.compare import describe_run, find_runs
+    from texttune.runs import describe_run, find_runs
 
     table = Table(title=f"runs under {folder}")
     table.add_column("run", overflow="fold")
-    for column in ("dataset", "model", "strategy", "score", "trainable %", "wall s", "status"):
-        table.add_column(column, no_wrap=column in ("score", "status"))
+    for column in ("kind", "dataset", "model", "strategy", "score", "trainable %", "wall s", "status"):
+        table.add_column(column, no_wrap=column in ("kind", "score", "status"))
     for run in find_runs(folder):
         row = describe_run(run)
-        score = f"{row['split']} {row['accuracy']:.4f}" if "accuracy" in row else "—"
+        score = f"{row['split']} {row['metric']} {row['score']:.4f}" if row.get("score") is not None else "—"
         pct = f"{row['trainable_pct']:.2f}" if row.get("trainable_pct") is not None else "—"
         wall = f"{row['wall_time_s']:.0f}" if row.get("wall_time_s") is not None else "—"
-        table.add_row(escape(str(run.relative_to(folder))), escape(str(row["dataset"])), escape(str(row["model"])),
-                      escape(str(row["strategy"])), score, pct, wall, row["status"])
+        table.add_row(escape(str(run.relative_to(folder))), row["kind"], escape(str(row["dataset"])),
+                      escape(str(row["model"])), escape(str(row["strategy"])), score, pct, wall, row["status"])
     out.print(table)
 
 
@@ -393,8 +404,8 @@ def runs_compare(
     baseline: Annotated[Optional[str], typer.Option(help="Run name the others are tested against.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="New folder for leaderboard files and comparison.html.")] = None,
 ) -> None:
-    """A leaderboard of existing runs (runs with the same name are seeds of one cell)."""
-    from texttune.compare import compare_runs
+    """A leaderboard of existing runs (runs whose configs differ only by seed are one cell)."""
+    from texttune.tasks.compare import compare_runs
     from texttune.reports.leaderboard import markdown
 
     board = compare_runs(list(runs), baseline, output)
@@ -415,7 +426,7 @@ def tokenizer_train(
     lowercase: Annotated[bool, typer.Option(help="Lower-case (and, for WordPiece, strip accents).")] = True,
 ) -> None:
     """Train a WordPiece or BPE tokenizer on a corpus and save it as a Hugging Face fast tokenizer."""
-    from texttune.experiment import quiet_libraries
+    from texttune.runs import quiet_libraries
     from texttune.models.tokenizer_training import corpus_texts, save_tokenizer, train_tokenizer
 
     if kind not in ("wordpiece", "bpe"):
@@ -444,7 +455,7 @@ def detect_language_cmd(
     if (not text) == (input_file is None):
         raise TexttuneError("give texts as arguments, or a file with --input (one of the two)")
     if input_file is not None:
-        from texttune.evaluation.predict import read_texts
+        from texttune.predict import read_texts
 
         text = read_texts(input_file, text_column, None)["text"].tolist()
     for item, result in zip(text, detect_language(list(text), top_k)):
@@ -454,21 +465,19 @@ def detect_language_cmd(
 
 @app.command()
 def pretrain(
-    config: Annotated[Optional[Path], typer.Argument(help="Pre-training YAML (objective: mlm).")] = None,
+    config: Annotated[Optional[Path], typer.Argument(help="Pre-training YAML (kind: mlm).")] = None,
     set_: SetOption = None,
+    resume: ResumeOption = None,
 ) -> None:
     """Masked-LM pre-training of a BERT-style encoder on a corpus (held-out accuracy and perplexity)."""
-    from texttune.pretraining import load_pretrain_config, run_pretraining
-
-    try:
-        result = run_pretraining(load_pretrain_config(config, set_ or []))
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(130) from None
+    result = _run_kind("mlm", config, set_, resume)
     held = result.metrics["held_out"]
     say(f"held-out masked-token accuracy {held['accuracy']:.4f}, perplexity {held['perplexity']:.2f} "
         f"({held['num_masked']:,} masked tokens); wall {result.metrics['wall_time_s']:.0f} s")
-    say(f"model: {result.run_dir / 'model'} (fine-tune with --set model.path={result.run_dir / 'model'})")
+    from texttune.runs import MODEL
+
+    model = result.run_dir / MODEL
+    say(f"model: {model} (fine-tune with --set model.path={model})")
 
 
 @app.command("fill-mask")
@@ -478,8 +487,8 @@ def fill_mask_cmd(
     top_k: Annotated[int, typer.Option(help="Tokens listed per mask.")] = 5,
 ) -> None:
     """The most likely tokens for each mask of TEXT, with probabilities."""
-    from texttune.experiment import quiet_libraries
-    from texttune.pretraining import fill_mask
+    from texttune.runs import quiet_libraries
+    from texttune.tasks.mlm import fill_mask
 
     quiet_libraries()
     for i, masks in enumerate(fill_mask(run_dir, text, top_k), 1):
@@ -488,20 +497,17 @@ def fill_mask_cmd(
 
 @app.command()
 def sft(
-    config: Annotated[Optional[Path], typer.Argument(help="SFT YAML (data, model, lora, train).")] = None,
+    config: Annotated[Optional[Path], typer.Argument(help="SFT YAML (kind: sft; data, model, lora, train).")] = None,
     set_: SetOption = None,
+    resume: ResumeOption = None,
 ) -> None:
     """Instruction fine-tuning of a causal LM, loss on the assistant's tokens only."""
-    from texttune.sft import load_sft_config, run_sft
+    from texttune.runs import MODEL
 
-    try:
-        result = run_sft(load_sft_config(config, set_ or []))
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(130) from None
+    result = _run_kind("sft", config, set_, resume)
     before, after = result.metrics["validation_before"], result.metrics["validation"]
     say(f"held-out loss {before['loss']:.4f} -> {after['loss']:.4f} ({after['supervised_tokens']:,} "
-        f"assistant tokens); {result.metrics['seconds_per_step']:.2f} s per step; model: {result.run_dir / 'model'}")
+        f"assistant tokens); {result.metrics['seconds_per_step']:.2f} s per step; model: {result.run_dir / MODEL}")
 
 
 @app.command()
@@ -515,8 +521,8 @@ def generate(
     seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
 ) -> None:
     """The model's reply to a prompt, through its chat template."""
-    from texttune.experiment import quiet_libraries
-    from texttune.sft import generate as generate_reply
+    from texttune.runs import quiet_libraries
+    from texttune.tasks.sft import generate as generate_reply
 
     quiet_libraries()
     # The model's own text, verbatim: no markup, emoji codes or whitespace handling of the console.

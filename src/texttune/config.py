@@ -1,18 +1,18 @@
-"""Experiment configuration: pydantic models, YAML loading, deep merge and ``--set`` overrides.
+"""Configuration: the shared sections, YAML loading, deep merge and ``--set`` overrides.
 
 A config is resolved in one direction only: the defaults of the pydantic models, then each file in
 an ``extends:`` chain, then the experiment file, then ``--set key=value`` overrides, deep-merged as
 plain dicts and validated once. Every error names the key path (``data.max_train_sample``) and the
 place it came from (a file or ``--set``), with a suggestion for misspelt keys.
 
-The ``model`` and ``strategy`` sections are discriminated unions on ``name``. Their member classes
-are registered by the modules that implement them (``MODELS`` / ``STRATEGIES`` registries), so adding
-an encoder or strategy never touches this file.
+Each kind of run has its root config in its own task module (``tasks/``); this module imports no
+plug-in. A classification config's ``model`` and ``strategy`` sections are discriminated unions on
+``name`` over the classes their packages register (``union_of``), so adding an encoder or strategy
+never touches this file.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import types
 import typing
@@ -20,15 +20,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from texttune.errors import ConfigError
 from texttune.io import MAX_YAML_BYTES, YAMLSyntaxError, load_yaml
 from texttune.registry import Registry, suggest
-
-# Config classes of encoders and strategies are registered here by the modules that implement them.
-MODEL_CONFIGS: Registry[type] = Registry("model")
-STRATEGY_CONFIGS: Registry[type] = Registry("strategy")
 
 
 class Section(BaseModel):
@@ -211,47 +207,15 @@ class TrainConfig(Section):
         return value
 
 
-class ExperimentBase(Section):
-    """Fields every experiment has; model/strategy unions are added by ``experiment_class``."""
-
-    name: str = Field("experiment", description="Run name, used in the run directory name.")
-    seed: int = Field(42, description="Seed of model initialisation and data order.")
-    output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
-    init_from: Path | None = Field(
-        None,
-        description="A previous run directory to start from (transfer): its encoder, tokenizer and pooling; the "
-        "head too when the label sets match, else a new head. model.max_length still applies; the rest of "
-        "model is ignored.",
-    )
-    data: DataConfig = Field(default_factory=DataConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-
-
-def _union_of(registry: Registry[type], default: str) -> tuple[Any, Any] | None:
+def union_of(registry: Registry[type], default: str) -> tuple[Any, Any] | None:
+    """A discriminated union (on ``name``) of the config classes in ``registry``, defaulting to
+    ``default``: the ``model`` and ``strategy`` sections of a classification config."""
     classes = tuple(registry.configs().values())
     if not classes:
         return None
     annotation = Annotated[Union[classes], Field(discriminator="name")]  # noqa: UP007
     factory = registry.config_class(default) if default in registry else classes[0]
     return annotation, Field(default_factory=factory)
-
-
-# The member a union section uses when the config does not name one.
-UNION_DEFAULTS = {"model": "pretrained", "strategy": "full"}
-
-
-@functools.cache
-def experiment_class() -> type[ExperimentBase]:
-    """The root config model, with ``model``/``strategy`` unions over the registered classes."""
-    import texttune.plugins  # noqa: F401  (registers encoders and strategies)
-
-    fields: dict[str, Any] = {}
-    for section, registry in (("model", MODEL_CONFIGS), ("strategy", STRATEGY_CONFIGS)):
-        default = UNION_DEFAULTS[section]
-        union = _union_of(registry, default)
-        if union is not None:
-            fields[section] = union
-    return create_model("ExperimentConfig", __base__=ExperimentBase, **fields)
 
 
 # --------------------------------------------------------------------------- merging and overrides
@@ -488,16 +452,6 @@ def _shorten(text: str, limit: int = 120) -> str:
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(
-    path: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    base: dict[str, Any] | None = None,
-) -> ExperimentBase:
-    """Resolve defaults ← ``base`` ← file (with its ``extends``) ← ``--set`` overrides, then validate."""
-    merged, origins = merge_sources(path, overrides, base)
-    return validate_config(merged, origins)
-
-
 def merge_sources(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
                   base: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """``base`` ← file (with its ``extends``) ← ``--set`` items, and where each dotted key came from."""
@@ -525,19 +479,6 @@ def load_root_config(root: type[BaseModel], path: str | Path | None, overrides: 
         return root.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, root, origins)) from None
-
-
-def validate_config(data: dict[str, Any], origins: dict[str, str] | None = None) -> ExperimentBase:
-    cls = experiment_class()
-    data = dict(data)
-    for section, default in UNION_DEFAULTS.items():
-        # `--set model.path=x` means "the default model, with this path".
-        if isinstance(data.get(section), dict) and "name" not in data[section]:
-            data[section] = {"name": default, **data[section]}
-    try:
-        return cls.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, cls, origins or {})) from None
 
 
 def config_to_dict(config: BaseModel) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import texttune.plugins  # noqa: F401  (registers every strategy)
-from texttune.config import TrainConfig, load_config
+import texttune.tasks  # noqa: F401  (registers every model, strategy and task)
+from texttune.config import TrainConfig
+from texttune.tasks.classify import load_config
 from texttune.errors import TexttuneError
 from texttune.models.classifier import TexttuneForSequenceClassification
 from texttune.models.registry import build_model

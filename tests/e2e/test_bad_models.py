@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import TOY_ROWS
-from texttune.config import load_config
-from texttune.experiment import run_experiment
+from texttune.tasks.classify import load_config
+from texttune.tasks.classify import run_experiment
 
 DATA_ERROR = 2
 SAFETENSORS_ONLY = "texttune reads safetensors only"

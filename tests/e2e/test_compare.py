@@ -12,7 +12,7 @@ import yaml
 
 from conftest import TOY_ROWS
 from test_run import assert_error, write_csv
-from texttune.compare import run_comparison
+from texttune.tasks.compare import run_comparison
 from texttune.errors import TexttuneError
 from texttune.training.callbacks import Callback
 

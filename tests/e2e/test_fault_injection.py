@@ -21,8 +21,8 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import TOY_ROWS
-from texttune.config import load_config
-from texttune.experiment import run_experiment
+from texttune.tasks.classify import load_config
+from texttune.tasks.classify import run_experiment
 from texttune.training.callbacks import Callback
 
 CRASHED = 1  # the children's exit code at an injected crash; 0 means the step was never reached
@@ -34,11 +34,11 @@ import json, os, shutil, sys, traceback
 from collections import Counter
 from pathlib import Path
 
-import texttune.experiment as experiment
+import texttune.tasks.classify as experiment
 import texttune.io as tio
 import texttune.models.saving as saving
 import texttune.training.checkpoint as checkpoint
-from texttune.config import load_config
+from texttune.tasks.classify import load_config
 from texttune.training.loop import Trainer
 
 spec = json.loads(Path(sys.argv[1]).read_text())
@@ -252,7 +252,7 @@ class Interrupt(Callback):
         self.at_step, self.run_dir = at_step, None
 
     def on_train_begin(self, trainer) -> None:
-        self.run_dir = trainer.run_dir
+        self.run_dir = trainer.checkpoint_dir.parent  # the loop writes checkpoints into the run directory
 
     def on_step_end(self, trainer) -> None:
         if trainer.state.global_step == self.at_step:

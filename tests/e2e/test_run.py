@@ -19,9 +19,11 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TOY_ROWS
-from texttune.config import config_to_dict, load_config
+from texttune.config import config_to_dict
+from texttune.tasks.classify import load_config
 from texttune.errors import TexttuneError
-from texttune.experiment import RunResult, create_run_dir, run_experiment
+from texttune.runs import RunResult, create_run_dir
+from texttune.tasks.classify import run_experiment
 from texttune.training.callbacks import Callback
 
 RUN_NAME = re.compile(r"^\d{8}-\d{6}-(?P<name>.+?)(-\d+)?$")
@@ -129,7 +131,7 @@ class Interrupt(Callback):
         self.run_dir: Path | None = None
 
     def on_train_begin(self, trainer) -> None:
-        self.run_dir = trainer.run_dir
+        self.run_dir = trainer.checkpoint_dir.parent  # the loop writes checkpoints into the run directory
 
     def on_step_end(self, trainer) -> None:
         if trainer.state.global_step == self.at_step:

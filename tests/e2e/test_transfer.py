@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from conftest import TOY_ROWS
 from test_run import assert_error, set_options, write_csv
-from texttune.config import load_config
-from texttune.experiment import run_experiment
+from texttune.tasks.classify import load_config
+from texttune.tasks.classify import run_experiment
 from texttune.models.saving import TRAINED_WEIGHTS, load_classifier
 
 SOURCE_ROWS = [(text, "pos" if label == "pos" else "neg") for text, label in TOY_ROWS] + [

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from texttune.config import deep_merge, dump_yaml, load_config, parse_override
+from texttune.config import deep_merge, dump_yaml, parse_override
+
+from texttune.tasks.classify import load_config
 from texttune.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,15 +130,15 @@ def test_every_shipped_config_validates(path):
     # Comparison specs, pre-training and SFT configs have their own root models; the rest are experiments.
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if path.parent.name == "playbook":
-        from texttune.compare import expand, load_spec
+        from texttune.tasks.compare import expand, load_spec
 
         assert expand(load_spec(path), path)
     elif path.parent.name == "sft":
-        from texttune.sft import load_sft_config
+        from texttune.tasks.sft import load_sft_config
 
         load_sft_config(path, [])
     elif "corpus" in data or "mlm" in data:
-        from texttune.pretraining import load_pretrain_config
+        from texttune.tasks.mlm import load_pretrain_config
 
         load_pretrain_config(path, [])
     else:

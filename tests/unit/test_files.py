@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from texttune.config import DataChecksConfig, DataConfig, load_config
+from texttune.config import DataChecksConfig, DataConfig
+
+from texttune.tasks.classify import load_config
 from texttune.data.dataset import MISSING_LABEL, UNKNOWN_LABEL
 from texttune.data.files import detect_format, load_files, read_table
 from texttune.data.load import load_dataset

@@ -12,8 +12,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from texttune.compare import load_spec
-from texttune.config import load_config
+from texttune.tasks.compare import load_spec
+from texttune.tasks.classify import load_config
 from texttune.errors import TexttuneError
 
 BUDGET = settings(max_examples=150, deadline=None, derandomize=True,

@@ -61,7 +61,7 @@ def saved_models(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     """A whole from-scratch CNN, and a linear probe on the tiny BERT (trained tensors + base reference)."""
     import torch
 
-    from texttune.config import load_config
+    from texttune.tasks.classify import load_config
     from texttune.models.registry import build_model
     from texttune.models.saving import TRAINED_WEIGHTS, save_classifier
     from texttune.strategies import apply_strategy
@@ -119,6 +119,8 @@ def tiny_trainer(run_dir: Path):
     from texttune.config import TrainConfig
     from texttune.data.tokenize import Encoded
     from texttune.models.classifier import TexttuneConfig, TexttuneForSequenceClassification
+    from texttune.runs import CHECKPOINTS, METRICS_LOG
+    from texttune.tasks.classify import ClassificationObjective
     from texttune.training.loop import Trainer
 
     encoder = BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -133,7 +135,9 @@ def tiny_trainer(run_dir: Path):
     data = Encoded(rng.integers(1, 32, 40).astype(np.int32), None, offsets, rng.integers(0, 2, 8),
                    np.arange(8, dtype=np.int64))
     cfg = TrainConfig(max_steps=2, eval_every_steps=2, per_device_batch_size=4, num_threads=1, lr=1e-3)
-    return Trainer(model, data, data, cfg, run_dir=run_dir, pad_id=0, label_names=["a", "b"], seed=0)
+    return Trainer(model, data, data, cfg, pad_id=0, seed=0,
+                   objective=ClassificationObjective(["a", "b"]), checkpoint_dir=run_dir / CHECKPOINTS,
+                   metrics_path=run_dir / METRICS_LOG)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +146,7 @@ def trained(tmp_path_factory):
     trainer = tiny_trainer(tmp_path_factory.mktemp("fuzz-run"))
     trainer.fit()
     assert (trainer.checkpoint_dir / "last" / "complete.json").is_file()
+    trainer.source_checkpoints = trainer.checkpoint_dir
     return trainer
 
 
@@ -153,7 +158,7 @@ def test_a_damaged_checkpoint_resumes_or_names_the_file(trained, data):
     sealed = data.draw(st.booleans(), label="sealed")
     names = CHECKPOINT_FILES if sealed else [n for n in CHECKPOINT_FILES if n != "last/complete.json"]
     name = data.draw(st.sampled_from(names), label="file")
-    source = trained.run_dir / "checkpoints"
+    source = trained.source_checkpoints  # the fixture's own (each example points the trainer at a copy)
     damage = data.draw(damaged((source / name).read_bytes()), label="bytes")
     with tempfile.TemporaryDirectory() as tmp:
         checkpoints = Path(tmp) / "checkpoints"

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from texttune.config import TrainConfig
+from texttune.errors import TexttuneError
 from texttune.data.tokenize import Encoded, collate, epoch_batches
 from texttune.models.classifier import TexttuneConfig, TexttuneForSequenceClassification
 from texttune.training.callbacks import Callback
@@ -24,7 +25,9 @@ from texttune.training.checkpoint import (
     save_training_state,
     set_rng_state,
 )
-from texttune.training.loop import Trainer, class_weight_tensor
+from texttune.runs import CHECKPOINTS, METRICS_LOG
+from texttune.tasks.classify import ClassificationObjective, class_weight_tensor
+from texttune.training.loop import Trainer
 from texttune.training.optim import build_optimizer, build_scheduler, total_steps
 
 VOCAB = 64
@@ -207,7 +210,7 @@ def test_class_weights_list_and_none():
     assert class_weight_tensor(TrainConfig(), np.array([0, 1]), 2) is None
     listed = class_weight_tensor(TrainConfig(class_weights=[1.0, 3.0]), np.array([0, 1]), 2)
     assert listed.tolist() == [1.0, 3.0]
-    with pytest.raises(ValueError, match="2 values for 3 labels"):
+    with pytest.raises(TexttuneError, match="2 values for 3 labels"):
         class_weight_tensor(TrainConfig(class_weights=[1.0, 3.0]), np.array([0, 1]), 3)
 
 
@@ -404,8 +407,9 @@ class Recorder(Callback):
 def make_trainer(tmp_path, callbacks=(), data=None, **settings) -> Trainer:
     cfg = TrainConfig(**{"lr": 1e-2, "warmup_ratio": 0.0, "num_threads": 1, **settings})
     data = data if data is not None else synthetic(20)
-    return Trainer(tiny_model(), data, synthetic(8, seed=1), cfg, run_dir=tmp_path, pad_id=0,
-                   label_names=["a", "b"], seed=0, callbacks=list(callbacks))
+    return Trainer(tiny_model(), data, synthetic(8, seed=1), cfg, pad_id=0, seed=0,
+                   objective=ClassificationObjective(["a", "b"]), checkpoint_dir=tmp_path / CHECKPOINTS,
+                   metrics_path=tmp_path / METRICS_LOG, callbacks=list(callbacks))
 
 
 def records(path):

@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from texttune.config import load_config
+from texttune.tasks.classify import load_config
 from texttune.errors import TexttuneError
 from texttune.models.registry import build_model
 from texttune.models.tokenizer_training import train_tokenizer
-from texttune.pretraining import (
-    CorpusConfig, MaskedLMTask, MaskingConfig, corpus_splits, fill_mask, load_pretrain_config, run_pretraining,
-)
+from texttune.tasks.mlm import CorpusConfig, MaskedLMTask, MaskingConfig, corpus_splits, fill_mask, load_pretrain_config, run_pretraining
 
 WORDS = ("the sea whale ship captain ahab white crew harpoon deck sail storm night day love heart sister "
          "ball dance letter extraordinarily unquestionably").split()
@@ -127,7 +125,7 @@ def test_unknown_pretrain_keys_name_their_path(tmp_path):
 def test_held_out_masks_are_the_same_at_every_evaluation_and_leave_the_training_rng_alone(tokenizer):
     from transformers import BertConfig, BertForMaskedLM
 
-    from texttune.pretraining import blocks
+    from texttune.tasks.mlm import blocks
 
     task = MaskedLMTask(tokenizer, MaskingConfig(), seed=0)
     data = blocks(corpus(50), tokenizer, 32)
@@ -144,7 +142,7 @@ def test_sparse_prediction_gives_the_full_forward_loss_and_gradients(tokenizer):
     from accelerate import Accelerator
     from transformers import BertConfig, BertForMaskedLM
 
-    from texttune.pretraining import blocks
+    from texttune.tasks.mlm import blocks
 
     task = MaskedLMTask(tokenizer, MaskingConfig(), seed=0)
     data = blocks(corpus(20), tokenizer, 32)

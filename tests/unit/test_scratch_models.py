@@ -9,9 +9,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import texttune
-from texttune.config import load_config
+from texttune.tasks.classify import load_config
 from texttune.errors import TexttuneError
-from texttune.experiment import run_experiment
+from texttune.tasks.classify import run_experiment
 from texttune.models.registry import build_model
 
 TRAIN = ["the movie was great", "a great film", "the plot was awful", "awful acting"]

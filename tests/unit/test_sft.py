@@ -11,7 +11,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from texttune.errors import TexttuneError
 from texttune.models.tokenizer_training import train_tokenizer
-from texttune.sft import SFTTask, encode_conversations, generate, load_sft_config, parse_guanaco, run_sft, \
+from texttune.tasks.sft import SFTTask, encode_conversations, generate, load_sft_config, parse_guanaco, run_sft, \
     tokenize_conversation, truncate
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -112,7 +112,7 @@ def test_a_cached_smollm2_folder_with_a_gguf_record_loads_and_saves(tiny_lm, tmp
     loaded from it was marked quantized and could not be saved at the end of an SFT run."""
     import shutil
 
-    from texttune.sft import load_causal_lm
+    from texttune.tasks.sft import load_causal_lm
 
     cached = tmp_path / "cache" / "models" / "smollm2"
     shutil.copytree(tiny_lm, cached)
@@ -130,10 +130,10 @@ def test_a_cached_smollm2_folder_with_a_gguf_record_loads_and_saves(tiny_lm, tmp
 
 def test_the_generate_command_prints_the_reply_unwrapped(tiny_lm, run_cli, monkeypatch):
     """Piped output keeps the model's own lines: the console does not break them at 80 columns."""
-    import texttune.sft
+    import texttune.tasks.sft
 
     reply = "a reply with many words " * 12 + "\nand a second line, [b]not markup[/b] :smile: "
-    monkeypatch.setattr(texttune.sft, "generate", lambda *args, **kwargs: reply)
+    monkeypatch.setattr(texttune.tasks.sft, "generate", lambda *args, **kwargs: reply)
     code, out, _ = run_cli("generate", tiny_lm, "--prompt", "hi")
     assert code == 0
     assert out.rstrip("\n") == reply

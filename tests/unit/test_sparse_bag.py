@@ -10,7 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from texttune.config import TrainConfig, load_config
+from texttune.config import TrainConfig
+
+from texttune.tasks.classify import load_config
 from texttune.errors import ConfigError
 from texttune.models.bag_of_ngrams import bag_ids
 from texttune.models.classifier import ENCODERS, TexttuneConfig, TexttuneForSequenceClassification
@@ -123,7 +125,7 @@ def test_sparse_is_a_model_option_that_defaults_to_true():
 
 
 def test_a_run_trains_bag_of_ngrams_with_sparse_sgd(toy_csv, tmp_path):
-    from texttune.experiment import run_experiment
+    from texttune.tasks.classify import run_experiment
 
     config = load_config(None, [
         "model.name=bag_of_ngrams", "model.embedding_dim=16", "model.num_buckets=1000",

@@ -7,10 +7,10 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from texttune.config import MODEL_CONFIGS, Section
+from texttune.config import Section
 from texttune.errors import TexttuneError
 from texttune.models.heads import HeadConfig
-from texttune.models.registry import MODEL_BUILDERS
+from texttune.models.registry import MODEL_BUILDERS, MODEL_CONFIGS
 
 
 class PretrainedModelConfig(Section):

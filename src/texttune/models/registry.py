@@ -8,6 +8,7 @@ from typing import Any
 from texttune.registry import Registry
 
 MODEL_BUILDERS: Registry[Callable[..., tuple[Any, Any]]] = Registry("model")
+MODEL_CONFIGS: Registry[type] = Registry("model")  # the classes of the config's ``model`` union
 
 
 def build_model(model_cfg: Any, label_names: list[str], train_texts: Any = None) -> tuple[Any, Any]:

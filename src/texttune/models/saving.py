@@ -188,7 +188,8 @@ def load_classifier(folder: str | Path):
     """A saved classifier, whichever way it was saved; raises TexttuneError naming what is wrong."""
     from transformers import AutoModelForSequenceClassification
 
-    import texttune.plugins  # noqa: F401  (registers the architecture, encoders and strategies)
+    import texttune.models  # noqa: F401  (registers the architecture and the encoders)
+    import texttune.strategies  # noqa: F401  (registers the strategies, whose modules a model re-creates)
 
     folder = Path(folder)
     config = load_classifier_config(folder)
@@ -278,25 +279,3 @@ def plain_encoder_state(model, where: Path | str) -> dict[str, torch.Tensor]:
 
         merge_lora(model)
     return model.encoder.state_dict()
-
-
-def export_classifier(run: str | Path, out: str | Path) -> Path:
-    """Write a run's model as a whole Hugging Face model folder (LoRA merged); never overwrites."""
-    from texttune.evaluation.predict import model_dir_of
-
-    folder, out = model_dir_of(run), Path(out)
-    if out.exists():
-        raise TexttuneError(f"{out}: already exists; export writes a new folder")
-    model = load_classifier(folder)
-    strategy = getattr(model.config, "strategy", None)
-    if strategy and strategy.get("name") == "lora":
-        from texttune.strategies.lora import merge_lora
-
-        merge_lora(model)
-    model.config.texttune_base = None  # a whole model stands alone
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    load_tokenizer_from(folder).save_pretrained(tmp)
-    tmp.rename(out)
-    return out

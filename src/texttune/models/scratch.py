@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from texttune.config import MODEL_CONFIGS, Section
+from texttune.config import Section
 from texttune.models.heads import HeadConfig
-from texttune.models.registry import MODEL_BUILDERS
+from texttune.models.registry import MODEL_BUILDERS, MODEL_CONFIGS
 
 # Keys of a model config that are not encoder hyper-parameters.
 SHARED_KEYS = {"name", "tokenizer", "vocab", "glove", "freeze_embedding", "max_length", "head", "pooling"}

@@ -16,15 +16,14 @@ from texttune.errors import TexttuneError
 log = logging.getLogger("texttune")
 
 
-def build_from_run(run: str | Path, label_names: list[str], max_length: int):
-    """(model, tokenizer) for the target labels, starting from ``run``'s trained model."""
-    from texttune.evaluation.predict import model_dir_of
+def build_from_run(run: str | Path, folder: Path, label_names: list[str], max_length: int):
+    """(model, tokenizer) for the target labels, starting from the trained model in ``folder`` (the
+    model folder of the run ``run``)."""
     from texttune.models.classifier import TexttuneConfig, TexttuneForSequenceClassification
     from texttune.models.saving import (
         load_classifier, load_tokenizer_from, plain_encoder_state, weights_fingerprint,
     )
 
-    folder = model_dir_of(run)
     source = load_classifier(folder)
     encoder_state = plain_encoder_state(source, f"init_from: {run}")
     source_labels = [source.config.id2label[i] for i in range(source.config.num_labels)]

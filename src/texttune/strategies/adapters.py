@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from texttune.errors import TexttuneError
-from texttune.strategies import StrategyConfig, freeze_encoder_except, register
+from texttune.strategies.registry import StrategyConfig, freeze_encoder_except, register
 from texttune.strategies.blocks import find_in_layer, layer_norm_names, transformer_layers
 
 # Where a layer's attention and feed-forward blocks end: BERT/RoBERTa/ELECTRA/MiniLM, DistilBERT,

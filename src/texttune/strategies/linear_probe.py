@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from texttune.strategies import StrategyConfig, register
+from texttune.strategies.registry import StrategyConfig, register
 from texttune.strategies.blocks import set_trainable
 
 

@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from texttune.errors import TexttuneError
-from texttune.strategies import StrategyConfig, freeze_encoder_except, register
+from texttune.strategies.registry import StrategyConfig, freeze_encoder_except, register
 
 # Default targets when ``targets`` is not given: PEFT's own table for Hugging Face model types,
 # else what each texttune encoder has.
@@ -107,8 +107,9 @@ def _inside_attention(name: str, modules: dict[str, nn.Module]) -> bool:
 def _default_targets(encoder: nn.Module) -> list[str]:
     if type(encoder).__name__ in SCRATCH_TARGETS:
         return SCRATCH_TARGETS[type(encoder).__name__]
-    inner = getattr(encoder, "model", None)
-    model_type = getattr(getattr(inner, "config", None), "model_type", None)
+    # texttune's HF encoder wraps the model as .model; a whole Hugging Face model has its own config.
+    config = getattr(encoder, "config", None) or getattr(getattr(encoder, "model", None), "config", None)
+    model_type = getattr(config, "model_type", None)
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as TABLE
 
     if model_type in TABLE:
@@ -118,9 +119,15 @@ def _default_targets(encoder: nn.Module) -> list[str]:
 
 
 def inject_lora(model, cfg: LoraStrategyConfig):
+    inject_lora_into(model.encoder, cfg)
+    return model
+
+
+def inject_lora_into(encoder: nn.Module, cfg: LoraStrategyConfig) -> nn.Module:
+    """LoRA layers in ``encoder`` (a classifier's encoder, or any model: instruction tuning adapts a
+    causal LM with the same code); the base weights are left as they are."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    encoder = model.encoder
     names = resolve_targets(encoder, cfg.targets)
     attention = [n for n in names if isinstance(encoder.get_submodule(n), nn.MultiheadAttention)]
     others = [n for n in names if n not in attention]
@@ -133,7 +140,7 @@ def inject_lora(model, cfg: LoraStrategyConfig):
         peft_config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                                  target_modules=others)
         inject_adapter_in_model(peft_config, encoder)
-    return model
+    return encoder
 
 
 @register("lora", LoraStrategyConfig, inject=inject_lora)
@@ -141,6 +148,14 @@ def apply_lora(model, cfg: LoraStrategyConfig):
     """Inject LoRA into the target layers; only the LoRA matrices and the head train."""
     inject_lora(model, cfg)
     freeze_encoder_except(model, lambda name: "lora_" in name)
+    return model
+
+
+def train_lora_only(model: nn.Module, cfg: LoraStrategyConfig) -> nn.Module:
+    """LoRA on a whole model without a head (a causal LM): only the LoRA matrices train."""
+    inject_lora_into(model, cfg)
+    for name, param in model.named_parameters():
+        param.requires_grad_("lora_" in name)
     return model
 
 

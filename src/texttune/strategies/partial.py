@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from texttune.errors import TexttuneError
-from texttune.strategies import StrategyConfig, register
+from texttune.strategies.registry import StrategyConfig, register
 from texttune.strategies.blocks import embedding_names, encoder_blocks, layer_norm_names, set_trainable
 
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from texttune.compat import attention_cache_keyword
 from texttune.errors import TexttuneError
-from texttune.strategies import StrategyConfig, freeze_encoder_except, register
+from texttune.strategies.registry import StrategyConfig, freeze_encoder_except, register
 from texttune.strategies.blocks import find_in_layer, transformer_layers
 
 SELF_ATTENTION = ("attention.self", "self_attn")

@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from texttune.strategies import StrategyConfig, register
+from texttune.strategies.registry import StrategyConfig, register
 
 
 class ScratchConfig(StrategyConfig):

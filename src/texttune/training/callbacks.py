@@ -1,23 +1,72 @@
-"""Side work of the loop (progress display, log lines): kept out of the loop itself."""
+"""Side work of the loop (the metrics file, progress display, log lines): kept out of the loop itself."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from texttune.io import atomic_write_text
+
 
 class Callback:
-    """Hooks the loop calls; each receives the trainer so it can read its state."""
+    """Hooks the loop calls; each receives the trainer so it can read its state (``trainer.state``,
+    ``trainer.metrics_path``, ...). Every hook is optional."""
 
     def on_train_begin(self, trainer: Any) -> None: ...
+    def on_batch_begin(self, trainer: Any, indices: np.ndarray) -> None:
+        """Before the examples ``indices`` of the training data are batched (every micro-batch)."""
     def on_step_end(self, trainer: Any) -> None: ...
     def on_log(self, trainer: Any, record: dict[str, Any]) -> None: ...
+    def on_evaluate_begin(self, trainer: Any) -> None:
+        """Before an evaluation (and the checkpoint after it): its time is not training time."""
     def on_evaluate(self, trainer: Any, record: dict[str, Any]) -> None: ...
+    def on_evaluate_end(self, trainer: Any) -> None:
+        """After an evaluation and its checkpoint."""
     def on_train_end(self, trainer: Any) -> None: ...
+
+
+class MetricsFile(Callback):
+    """``trainer.metrics_path`` (metrics.jsonl): one JSON line per log step and per evaluation. On
+    resume, the records written after the checkpoint (and a torn last line, from a crash mid-write)
+    are dropped first -- the resumed run writes them again -- in one atomic rewrite, so a crash then
+    loses no record."""
+
+    def on_train_begin(self, trainer: Any) -> None:
+        path = trainer.metrics_path
+        if trainer.resumed and path.is_file():
+            step = trainer.state.global_step
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if (line_step := _record_step(line)) is not None and line_step <= step]
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+    def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
+        _append(trainer.metrics_path, record)
+
+    def on_evaluate(self, trainer: Any, record: dict[str, Any]) -> None:
+        _append(trainer.metrics_path, record)
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _record_step(line: str) -> int | None:
+    """The step of a metrics.jsonl line; None for a line that is not a whole record."""
+    try:
+        step = json.loads(line).get("step", 0)
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
 
 
 class ProgressCallback(Callback):

@@ -27,6 +27,8 @@ from texttune.io import atomic_write_json
 from texttune.models.saving import DAMAGED_SAFETENSORS, check_safetensors, read_json_object, reading
 
 _TENSOR = "__tensor__"
+LAST = "last"  # checkpoints/last: the resumable state of the latest evaluation
+BEST = "best"  # checkpoints/best/model.safetensors: the weights of the best evaluation so far
 COMPLETE = "complete.json"  # written last into a checkpoint: {file name: size in bytes}
 
 

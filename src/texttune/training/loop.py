@@ -8,7 +8,6 @@ so a run saved at an evaluation resumes exactly where it was (see ``checkpoint.p
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,19 +20,20 @@ from accelerate import Accelerator
 from torch import nn
 
 from texttune.config import TrainConfig
-from texttune.data.tokenize import Encoded, collate, epoch_batches
-from texttune.evaluation.evaluate import evaluate
+from texttune.data.tokenize import Encoded, epoch_batches
 from texttune.evaluation.metrics import is_better
-from texttune.io import atomic_write_text
 from texttune.models.saving import check_safetensors, reading
-from texttune.training.callbacks import Callback
+from texttune.training.callbacks import Callback, MetricsFile
 from texttune.training.checkpoint import (
+    BEST,
+    LAST,
     load_model_weights,
     load_training_state,
     save_model_weights,
     save_training_state,
 )
 from texttune.training.optim import build_optimizer, build_scheduler, total_steps
+from texttune.training.task import LoopTask
 
 
 @dataclass
@@ -63,43 +63,11 @@ def mixed_precision(setting: str) -> str:
     return "no"
 
 
-def class_weight_tensor(cfg: TrainConfig, labels: np.ndarray, num_labels: int) -> torch.Tensor | None:
-    if cfg.class_weights is None:
-        return None
-    if cfg.class_weights == "auto":
-        counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
-        weights = len(labels) / (num_labels * np.maximum(counts, 1.0))  # inverse frequency, mean ≈ 1
-        return torch.tensor(weights, dtype=torch.float32)
-    if len(cfg.class_weights) != num_labels:
-        raise ValueError(f"train.class_weights has {len(cfg.class_weights)} values for {num_labels} labels")
-    return torch.tensor(cfg.class_weights, dtype=torch.float32)
-
-
-class ClassificationTask:
-    """What the loop needs to know about the task: how to batch, the loss, the evaluation.
-    Classification is the default; masked-LM pre-training has its own (``pretraining.py``)."""
-
-    metric_default = "accuracy"
-
-    def __init__(self, label_names: list[str], loss_fn: nn.Module) -> None:
-        self.label_names, self.loss_fn = label_names, loss_fn
-
-    def collate(self, data: Encoded, indices: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
-        return collate(data, indices, pad_id)
-
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], accelerator: Accelerator) -> torch.Tensor:
-        labels = batch.pop("labels")
-        with accelerator.autocast():
-            logits = model(**batch).logits
-        return self.loss_fn(logits.float(), labels)
-
-    def evaluate(self, model: nn.Module, data: Encoded, pad_id: int, batch_size: int,
-                 accelerator: Accelerator) -> dict[str, Any]:
-        metrics, _ = evaluate(model, data, self.label_names, pad_id, batch_size, accelerator)
-        return metrics
-
-
 class Trainer:
+    """The loop. ``objective`` (a ``LoopTask``) batches, computes the loss and evaluates; the loop
+    writes checkpoints under ``checkpoint_dir`` and its records through the ``MetricsFile`` callback
+    (``metrics_path``); everything else a run needs is outside it (``runs.run_task``)."""
+
     def __init__(
         self,
         model: nn.Module,
@@ -107,17 +75,18 @@ class Trainer:
         validation_data: Encoded | None,
         cfg: TrainConfig,
         *,
-        run_dir: Path,
+        objective: LoopTask,
+        checkpoint_dir: Path,
+        metrics_path: Path | None,
         pad_id: int,
-        label_names: list[str],
         seed: int,
         head_lr: float | None = None,
         callbacks: list[Callback] | tuple[Callback, ...] = (),
-        task: Any = None,
     ) -> None:
-        self.cfg, self.run_dir, self.pad_id, self.seed = cfg, Path(run_dir), pad_id, seed
-        self.train_data, self.validation_data, self.label_names = train_data, validation_data, label_names
-        self.callbacks = list(callbacks)
+        self.cfg, self.pad_id, self.seed = cfg, pad_id, seed
+        self.train_data, self.validation_data = train_data, validation_data
+        self.metrics_path = Path(metrics_path) if metrics_path is not None else None
+        self.callbacks = ([MetricsFile()] if self.metrics_path is not None else []) + list(callbacks)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         if torch.cuda.is_available():
@@ -137,17 +106,11 @@ class Trainer:
         if cfg.compile:
             # Module.compile() compiles forward in place: parameter names and checkpoints are unchanged.
             self.accelerator.unwrap_model(self.model).compile(dynamic=True)
-        if task is None:
-            weights = class_weight_tensor(cfg, train_data.labels, len(label_names))
-            task = ClassificationTask(label_names, nn.CrossEntropyLoss(
-                weight=weights.to(self.accelerator.device) if weights is not None else None,
-                label_smoothing=cfg.label_smoothing,
-            ))
-        self.task = task
+        self.task = objective
         self.state = LoopState()
         self.start_step = 0
-        self.checkpoint_dir = self.run_dir / "checkpoints"
-        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.resumed = False
+        self.checkpoint_dir = Path(checkpoint_dir)
 
     # ------------------------------------------------------------------ the loop
 
@@ -195,6 +158,7 @@ class Trainer:
         return self.state.global_step >= self.total_steps or self.state.stopped_early
 
     def _fetch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        self._call("on_batch_begin", indices)
         batch = self.task.collate(self.train_data, indices, self.pad_id)
         # No pin_memory(): page-locking a fresh buffer every step cost more than the copy it speeds
         # up (-13% samples/s on an H100, bench/results/2026-11-22-h100-profile.md).
@@ -233,7 +197,6 @@ class Trainer:
             "grad_norm": window.grad_norm_value(), "samples_per_s": window.throughput(),
             "elapsed_s": round(self.state.train_time_s, 3),
         }
-        self._write(record)
         self._call("on_log", record)
         window.reset()
 
@@ -243,6 +206,11 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation and checkpoints
 
     def _evaluate_and_checkpoint(self) -> None:
+        self._call("on_evaluate_begin")
+        self._evaluate()
+        self._call("on_evaluate_end")
+
+    def _evaluate(self) -> None:
         self.state.last_eval_step = self.state.global_step
         if self.validation_data is None or len(self.validation_data) == 0:
             self._save_checkpoint(improved=True)
@@ -252,7 +220,6 @@ class Trainer:
         self.model.train()
         record = {"type": "eval", "split": "validation", "step": self.state.global_step,
                   "epoch": self._epoch_float(), **_scalars(metrics)}
-        self._write(record)
         self._call("on_evaluate", record)
         value = metrics[self.cfg.metric]
         improved = self.state.best_value is None or is_better(self.cfg.metric, value, self.state.best_value)
@@ -269,57 +236,34 @@ class Trainer:
     def _save_checkpoint(self, improved: bool) -> None:
         model = self.accelerator.unwrap_model(self.model)
         if improved:
-            (self.checkpoint_dir / "best").mkdir(parents=True, exist_ok=True)
-            save_model_weights(model, self.checkpoint_dir / "best" / "model.safetensors")
+            (self.checkpoint_dir / BEST).mkdir(parents=True, exist_ok=True)
+            save_model_weights(model, self.checkpoint_dir / BEST / "model.safetensors")
         if self.cfg.save_checkpoints:
             self.state.window_losses, self.state.window_samples = self.window.snapshot()
-            save_training_state(self.checkpoint_dir / "last", model, self.optimizer, self.scheduler,
+            save_training_state(self.checkpoint_dir / LAST, model, self.optimizer, self.scheduler,
                                 {"loop": asdict(self.state)})
 
     def _resume(self) -> None:
-        folder = self.checkpoint_dir / "last"
+        folder = self.checkpoint_dir / LAST
         model = self.accelerator.unwrap_model(self.model)
         trainer = load_training_state(folder, model, self.optimizer, self.scheduler)
         with reading(folder / "trainer_state.json", "does not fit the training loop"):
             self.state = LoopState(**trainer["loop"])
-        best = self.checkpoint_dir / "best" / "model.safetensors"
+        best = self.checkpoint_dir / BEST / "model.safetensors"
         if best.is_file():  # reloaded when training ends: found damaged now, not after the last step
             check_safetensors(best)
-        self._truncate_metrics(self.state.global_step)
-
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop records written after the checkpoint: the resumed run writes them again. So is a torn
-        last line (a crash mid-write); the file is replaced whole, so a crash here loses no record."""
-        if not self.metrics_path.is_file():
-            return
-        kept = [line for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
-                if (line_step := _record_step(line)) is not None and line_step <= step]
-        atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
+        self.resumed = True
 
     def _restore_best(self) -> None:
-        best = self.checkpoint_dir / "best" / "model.safetensors"
+        best = self.checkpoint_dir / BEST / "model.safetensors"
         if best.is_file():
             load_model_weights(self.accelerator.unwrap_model(self.model), best)
 
     # ------------------------------------------------------------------ plumbing
 
-    def _write(self, record: dict[str, Any]) -> None:
-        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.metrics_path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
     def _call(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
-
-
-def _record_step(line: str) -> int | None:
-    """The step of a metrics.jsonl line; None for a line that is not a whole record."""
-    try:
-        step = json.loads(line).get("step", 0)
-    except (ValueError, AttributeError):
-        return None
-    return step if isinstance(step, int) else None
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -28,15 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from texttune.config import (
-    ConfigError, ExperimentBase, Section, _nest, _read_with_extends, deep_merge, format_validation_error,
-    read_yaml, validate_config,
-)
+from texttune import runs
+from texttune.config import ConfigError, Section, _nest, _read_with_extends, deep_merge, format_validation_error, read_yaml
 from texttune.errors import TexttuneError
-from texttune.training.checkpoint import has_training_state
+from texttune.tasks.classify import ExperimentBase, run_experiment, validate_config
 
 log = logging.getLogger("texttune")
 REFERENCE = re.compile(r"^\{stage:([A-Za-z0-9_.-]+)\}$")
@@ -52,6 +49,7 @@ class StageSpec(Section):
 
 
 class CompareSpec(Section):
+    kind: Literal["compare"] = Field("compare", description="What this file is: a comparison spec.")
     name: str = Field(description="Comparison name: its directory is <output_dir>/<name>.")
     base: Path | None = Field(None, description="Base config file (relative to the spec).")
     set: dict[str, Any] = Field(default_factory=dict, description="Overrides applied to every cell (dotted keys).")
@@ -192,20 +190,18 @@ def comparison_dir(spec: CompareSpec, spec_path: Path, stages: list[list[Cell]],
 
 
 def finished_run(folder: Path) -> Path | None:
-    runs = sorted(p for p in folder.glob("*") if (p / "metrics.json").is_file()) if folder.is_dir() else []
-    return runs[-1] if runs else None
+    done = sorted(p for p in folder.glob("*") if runs.is_finished(p)) if folder.is_dir() else []
+    return done[-1] if done else None
 
 
 def resumable_run(folder: Path) -> Path | None:
-    runs = sorted(p for p in folder.glob("*") if has_training_state(p / "checkpoints" / "last")
-                  and not (p / "metrics.json").is_file()) if folder.is_dir() else []
-    return runs[-1] if runs else None
+    partial = sorted(p for p in folder.glob("*") if runs.is_resumable(p)) if folder.is_dir() else []
+    return partial[-1] if partial else None
 
 
 def run_cell(cell: Cell, folder: Path, references: dict[str, str], where: str, callbacks=None) -> Path:
-    """The cell's finished run: kept if it exists, resumed if interrupted after a checkpoint, else run."""
-    from texttune.experiment import run_experiment
-
+    """The cell's finished run: kept if it exists, resumed if interrupted after a checkpoint, else run
+    (an ordinary classification run through ``runs.run_task``)."""
     done = finished_run(folder)
     if done is not None:
         log.info("%s/%s: finished earlier, kept (%s)", cell.stage, cell.folder_name, done)
@@ -280,61 +276,42 @@ def leaderboard(spec: CompareSpec, stages: list[list[Cell]], finished, root: Pat
 
 
 def _test_fingerprint(run: Path) -> str | None:
-    import json
-
-    data = json.loads((run / "data.json").read_text(encoding="utf-8"))
-    split = data["splits"].get("test") or data["splits"].get("validation") or {}
+    data = runs.read_json(run, runs.DATA)
+    splits = data.get("splits") or {}
+    split = splits.get("test") or splits.get("validation") or {}
     return split.get("fingerprint")
 
 
 # --------------------------------------------------------------------------- existing runs
 
 
-def find_runs(folder: Path) -> list[Path]:
-    """Run directories under ``folder`` (any depth: comparison cells too), oldest first by name."""
-    if not folder.is_dir():
-        raise TexttuneError(f"{folder}: no such folder")
-    return sorted((p.parent for p in folder.rglob("environment.json") if (p.parent / "config.yaml").is_file()),
-                  key=lambda p: p.name)
-
-
-def describe_run(run: Path) -> dict[str, Any]:
-    """One line of ``texttune runs list``."""
-    import json
-
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
-    row: dict[str, Any] = {"run": str(run), "name": config.get("name"),
-                           "dataset": (config.get("data") or {}).get("dataset") or "(files)",
-                           "model": (config.get("model") or {}).get("name"),
-                           "strategy": (config.get("strategy") or {}).get("name"), "status": "unfinished"}
-    if (run / "metrics.json").is_file():
-        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-        split = "test" if "test" in metrics else "validation"
-        row.update(status="finished", split=split, accuracy=metrics[split]["accuracy"],
-                   trainable_pct=metrics.get("params", {}).get("trainable_pct"),
-                   wall_time_s=metrics.get("wall_time_s"))
-    elif has_training_state(run / "checkpoints" / "last"):
-        row["status"] = "resumable"
-    return row
-
-
-def compare_runs(runs: list[Path], baseline: str | None = None, output: Path | None = None,
-                 metric: str = "accuracy") -> dict[str, Any]:
-    """A leaderboard of finished runs; runs sharing a config name (seeds of one setting) form one cell."""
+def compare_runs(run_dirs: list[Path], baseline: str | None = None, output: Path | None = None,
+                 metric: str | None = None) -> dict[str, Any]:
+    """A leaderboard of finished runs. Runs with the same resolved config but for the seed are seeds of
+    one cell (named by the config's name, with its setting's hash when two settings share a name).
+    Runs of several kinds: the classification runs are ranked, the others are named and left out."""
     from texttune.reports.leaderboard import CellRuns, build_board, write_board
 
-    groups: dict[str, list[Path]] = {}
-    for run in runs:
-        if not (run / "metrics.json").is_file():
-            raise TexttuneError(f"{run}: not a finished run (no metrics.json)")
-        name = (yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}).get("name") or run.name
-        groups.setdefault(name, []).append(run)
-    split = "test" if all("test" in describe_run(r).get("split", "") for r in runs) else "validation"
-    fingerprints = {_test_fingerprint(r) for r in runs}
-    if len(fingerprints) > 1:
-        log.warning("the runs were not evaluated on the same %s data: scores are not comparable", split)
+    by_kind: dict[str, list[Path]] = {}
+    for run in run_dirs:
+        if not runs.is_finished(run):
+            raise TexttuneError(f"{run}: not a finished run (no {runs.METRICS})")
+        by_kind.setdefault(runs.read_run_config(run)["kind"], []).append(run)
+    kind = "classify" if "classify" in by_kind else sorted(by_kind)[0]
+    for other, left in sorted(by_kind.items()):
+        if other != kind:
+            log.warning("left out %d '%s' run(s) (%s): one leaderboard ranks runs of one kind", len(left), other,
+                        ", ".join(str(r) for r in left))
+    chosen = by_kind[kind]
+    groups = _cells_by_setting(chosen)
+    split, default_metric, _ = runs.headline(kind, runs.read_json(chosen[0], runs.METRICS))
+    if kind == "classify":
+        split = "test" if all(runs.describe_run(r).get("split") == "test" for r in chosen) else "validation"
+        if len({_test_fingerprint(r) for r in chosen}) > 1:
+            log.warning("the runs were not evaluated on the same %s data: scores are not comparable", split)
     root = output if output is not None else Path.cwd()
-    board = build_board("runs", [CellRuns(n, rs) for n, rs in groups.items()], root, metric, split, baseline)
+    board = build_board("runs", [CellRuns(n, rs) for n, rs in groups.items()], root, metric or default_metric,
+                        split, baseline)
     if output is not None:
         from texttune.reports.comparison import render_comparison
 
@@ -344,3 +321,14 @@ def compare_runs(runs: list[Path], baseline: str | None = None, output: Path | N
         write_board(board, output)
         render_comparison(board, output)
     return board
+
+
+def _cells_by_setting(run_dirs: list[Path]) -> dict[str, list[Path]]:
+    """{cell name: runs}: one cell per resolved config (seeds pooled), named by the config's name."""
+    settings: dict[tuple[str, str], list[Path]] = {}
+    for run in run_dirs:
+        name = runs.read_run_config(run).get("name") or run.name
+        settings.setdefault((name, runs.setting_of(run)), []).append(run)
+    names = [name for name, _ in settings]
+    return {(name if names.count(name) == 1 else f"{name} [{setting}]"): group
+            for (name, setting), group in settings.items()}

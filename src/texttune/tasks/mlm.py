@@ -6,15 +6,13 @@ MLM head, so its head starts fresh). Texts are tokenized with [CLS]/[SEP], conca
 fixed-length blocks; whole groups of the corpus (books of ``gutenberg``) are held out to measure
 masked-token accuracy and perplexity. Masking is transformers' ``DataCollatorForLanguageModeling``
 (15%, 80/10/10, special tokens never masked, optional whole-word masking). Training goes through the
-same loop as classification (``training/loop.py``, with the task below), writes the same run record,
+same loop and lifecycle as classification (``runs.run_task``), writes the same run record (resumable),
 and the saved encoder fine-tunes with ``model: {name: pretrained, path: RUN_DIR/model}``.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,9 +20,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from texttune import runs
 from texttune.config import Section, TrainConfig
 from texttune.data.tokenize import Encoded, collate
 from texttune.errors import TexttuneError
+from texttune.io import atomic_write_json
 
 
 # The training defaults of this kind of run (a classification run's are in TrainConfig).
@@ -73,6 +73,7 @@ class MaskingConfig(Section):
 
 
 class PretrainExperiment(Section):
+    kind: Literal["mlm"] = Field("mlm", description="What this config runs: masked-LM pre-training.")
     name: str = Field("pretrain", description="Run name.")
     seed: int = 42
     output_dir: Path = Path("runs")
@@ -279,55 +280,57 @@ def load_tokenizer_for(cfg: PretrainExperiment, train_texts: list[str]):
     return tokenizer
 
 
-def run_pretraining(config: PretrainExperiment, callbacks=None):
-    """Pre-train and record one run; returns the experiment module's RunResult."""
-    from texttune.experiment import (
-        RunResult, discarded_on_failure, peak_memory_mb, quiet_libraries, save_model_folder, start_run,
-    )
-    from texttune.io import atomic_write_json
-    from texttune.reports.plots import plot_learning_curves
-    from texttune.training.callbacks import ProgressCallback
-    from texttune.training.loop import Trainer
+class Pretrain:
+    """Masked-LM pre-training as a ``runs.Task``."""
 
-    quiet_libraries()
-    started = time.perf_counter()
-    run_dir = start_run(config)
-    with discarded_on_failure(run_dir):
+    kind = "mlm"
+    command = "pretrain"
+
+    def load_config(self, path: Path | None, overrides: list[str]) -> PretrainExperiment:
+        return load_pretrain_config(path, overrides)
+
+    def prepare(self, config: PretrainExperiment, run_dir: Path, resuming: bool) -> runs.Prepared:
         train_texts, test_texts, info = corpus_splits(config.corpus, config.seed)
         tokenizer = load_tokenizer_for(config, train_texts)
         train, held_out = blocks(train_texts, tokenizer, config.mlm.block_size), blocks(
             test_texts, tokenizer, config.mlm.block_size)
         info.update(train_blocks=len(train), held_out_blocks=len(held_out), block_size=config.mlm.block_size,
                     train_tokens=int(train.offsets[-1]), vocab_size=len(tokenizer))
-        atomic_write_json(run_dir / "data.json", info)
+        atomic_write_json(run_dir / runs.DATA, info)
         torch.manual_seed(config.seed)
         model = build_mlm_model(config.model, tokenizer, config.mlm.block_size)
-        task = MaskedLMTask(tokenizer, config.mlm, config.seed)
-        trainer = Trainer(model, train, held_out, config.train, run_dir=run_dir, pad_id=tokenizer.pad_token_id,
-                          label_names=[], seed=config.seed, task=task,
-                          callbacks=callbacks if callbacks is not None else [ProgressCallback()])
-    before = task.evaluate(trainer.model, held_out, tokenizer.pad_token_id, config.train.eval_batch_size,
-                           trainer.accelerator) if config.model.init is not None else None
-    state = trainer.fit()
-    final = task.evaluate(trainer.model, held_out, tokenizer.pad_token_id, config.train.eval_batch_size,
-                          trainer.accelerator)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    save_model_folder(model, tokenizer, run_dir)
-    params = sum(p.numel() for p in model.parameters())
-    metrics = {"held_out": final, "held_out_before": before, "steps": state.global_step,
-               "best": {"step": state.best_step, "metric": config.train.metric, "value": state.best_value},
-               "params": {"trainable": params, "total": params, "trainable_pct": 100.0},
-               "train_time_s": round(state.train_time_s, 3),
-               "train_samples_per_s": round(state.samples_seen / max(state.train_time_s, 1e-9), 3),
-               "wall_time_s": round(time.perf_counter() - started, 3), "peak_memory_mb": peak_memory_mb()}
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    import json
+        return runs.Prepared(model, tokenizer, train, held_out, MaskedLMTask(tokenizer, config.mlm, config.seed),
+                             pad_id=tokenizer.pad_token_id)
 
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    plot_learning_curves(records, run_dir / "learning_curves.png")
-    if not config.train.keep_checkpoints:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return RunResult(run_dir, metrics, model, tokenizer)
+    def before_fit(self, config: PretrainExperiment, prepared: runs.Prepared, trainer) -> dict[str, Any] | None:
+        """Held-out scores of the encoder continued from (none for a new one)."""
+        if config.model.init is None:
+            return None
+        return prepared.objective.evaluate(trainer.model, prepared.validation, prepared.pad_id,
+                                           config.train.eval_batch_size, trainer.accelerator)
+
+    def finish(self, config: PretrainExperiment, prepared: runs.Prepared, trainer, run_dir: Path) -> dict[str, Any]:
+        final = prepared.objective.evaluate(trainer.model, prepared.validation, prepared.pad_id,
+                                            config.train.eval_batch_size, trainer.accelerator)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        runs.save_model_folder(run_dir, lambda folder: (model.save_pretrained(folder),
+                                                        prepared.tokenizer.save_pretrained(folder)))
+        return {"held_out": final, "held_out_before": prepared.extras.get("before")}
+
+    def report(self, run_dir: Path) -> None:
+        from texttune.reports.html import render_report
+        from texttune.reports.plots import plot_learning_curves
+
+        plot_learning_curves(runs.read_records(run_dir), run_dir / runs.LEARNING_CURVES)
+        render_report(run_dir)
+
+
+PRETRAIN = runs.register_task(Pretrain())
+
+
+def run_pretraining(config: PretrainExperiment | None = None, callbacks=None, *, resume: Path | None = None):
+    """Pre-train and record one run (``resume``: continue an interrupted one); returns a RunResult."""
+    return runs.run_task(PRETRAIN, config, resume=resume, callbacks=callbacks)
 
 
 def load_pretrain_config(path: Path | None, overrides: list[str]) -> PretrainExperiment:
@@ -343,7 +346,7 @@ def fill_mask(run: str | Path, text: str, top_k: int = 5) -> list[dict[str, Any]
 
     from texttune.models.saving import load_pretrained, load_tokenizer_from
 
-    folder = Path(run) / "model" if (Path(run) / "model").is_dir() else Path(run)
+    folder = Path(run) / runs.MODEL if (Path(run) / runs.MODEL).is_dir() else Path(run)
     if not (folder / "config.json").is_file():
         raise TexttuneError(f"{folder}: no masked-LM model here (no config.json)")
     tokenizer = load_tokenizer_from(folder)

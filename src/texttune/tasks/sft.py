@@ -3,7 +3,7 @@
 Conversations come in the guanaco layout (``### Human: ...### Assistant: ...``, one or more turns, as
 ``lima``) or as prompt/completion columns. Each is rendered with the model's chat template (the
 guanaco layout when the tokenizer has none); the tokens of every assistant reply (and its end-of-turn
-token) are supervised, every other token gets label -100. Training goes through the shared loop with
+token) are supervised, every other token gets label -100. Training goes through the shared loop and lifecycle (``runs.run_task``, resumable) with
 the task below; evaluation is the held-out loss per supervised token. TRL's SFTTrainer would bring its
 own loop, data pipeline and version constraints (and ``datasets``); the label mask is the only piece
 needed here, and it is written and tested in this module.
@@ -17,18 +17,19 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
+from texttune import runs
 from texttune.config import Section, TrainConfig
 from texttune.data.tokenize import Encoded, collate
 from texttune.errors import TexttuneError
+from texttune.io import atomic_write_json
+from texttune.strategies.lora import LoraStrategyConfig, merge_peft_layers, train_lora_only
 
 TURN = re.compile(r"### (Human|Assistant):")
 GUANACO = "{% for m in messages %}### {{ 'Human' if m['role'] == 'user' else 'Assistant' }}: {{ m['content'] }}" \
@@ -56,20 +57,16 @@ class SFTModel(Section):
     max_length: int = Field(512, gt=16, description="Tokens per example; longer ones are cut (see sft.py).")
 
 
-class SFTLora(Section):
-    rank: int = Field(8, gt=0)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    targets: list[str] = Field(["q_proj", "v_proj"], description="Module names to adapt.")
-
-
 class SFTExperiment(Section):
+    kind: Literal["sft"] = Field("sft", description="What this config runs: instruction tuning.")
     name: str = "sft"
     seed: int = 42
     output_dir: Path = Path("runs")
     data: SFTData = Field(default_factory=SFTData)
     model: SFTModel = Field(default_factory=SFTModel)
-    lora: SFTLora | None = Field(None, description="Train LoRA matrices only (merged into the saved model).")
+    lora: LoraStrategyConfig | None = Field(
+        None, description="Train LoRA matrices only (strategies/lora.py; merged into the saved model). "
+        "Default targets: PEFT's for the model type (q_proj, v_proj for Llama).")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS))
 
 
@@ -278,29 +275,16 @@ def _template(tokenizer) -> str | None:
 # --------------------------------------------------------------------------- the run
 
 
-def apply_lora(model, cfg: SFTLora):
-    from peft import LoraConfig, inject_adapter_in_model
+class InstructionTuning:
+    """Instruction tuning as a ``runs.Task``."""
 
-    inject_adapter_in_model(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                                       target_modules=cfg.targets), model)
-    for name, param in model.named_parameters():
-        param.requires_grad_("lora_" in name)
-    return model
+    kind = "sft"
+    command = "sft"
 
+    def load_config(self, path: Path | None, overrides: list[str]) -> SFTExperiment:
+        return load_sft_config(path, overrides)
 
-def run_sft(config: SFTExperiment, callbacks=None):
-    """Fine-tune, evaluate before and after, save the model (LoRA merged); returns a RunResult."""
-    from texttune.experiment import (
-        RunResult, discarded_on_failure, peak_memory_mb, quiet_libraries, save_model_folder, start_run,
-    )
-    from texttune.io import atomic_write_json
-    from texttune.training.callbacks import ProgressCallback
-    from texttune.training.loop import Trainer
-
-    quiet_libraries()
-    started = time.perf_counter()
-    run_dir = start_run(config)
-    with discarded_on_failure(run_dir):
+    def prepare(self, config: SFTExperiment, run_dir: Path, resuming: bool) -> runs.Prepared:
         train_conv, val_conv, info = load_conversations(config.data, config.seed)
         torch.manual_seed(config.seed)
         model, tokenizer = load_causal_lm(config.model.path)
@@ -308,41 +292,47 @@ def run_sft(config: SFTExperiment, callbacks=None):
         train = encode_conversations(train_conv, tokenizer, config.model.max_length, template)
         val = encode_conversations(val_conv, tokenizer, config.model.max_length, template)
         info.update(train_tokens=int(train.offsets[-1]), supervised_train_tokens=int(train.type_ids.sum()))
-        atomic_write_json(run_dir / "data.json", info)
+        atomic_write_json(run_dir / runs.DATA, info)
         if config.lora is not None:
-            apply_lora(model, config.lora)
-        task = SFTTask()
-        trainer = Trainer(model, train, val, config.train, run_dir=run_dir, pad_id=tokenizer.pad_token_id,
-                          label_names=[], seed=config.seed, task=task,
-                          callbacks=callbacks if callbacks is not None else [ProgressCallback()])
-    pad, batch = tokenizer.pad_token_id, config.train.eval_batch_size
-    before = task.evaluate(trainer.model, val, pad, batch, trainer.accelerator)
-    state = trainer.fit()
-    after = task.evaluate(trainer.model, val, pad, batch, trainer.accelerator)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    if config.lora is not None:
-        from texttune.strategies.lora import merge_peft_layers
+            train_lora_only(model, config.lora)
+        return runs.Prepared(model, tokenizer, train, val, SFTTask(), pad_id=tokenizer.pad_token_id)
 
-        merge_peft_layers(model)
-    save_model_folder(model, tokenizer, run_dir)
-    metrics = {"validation_before": before, "validation": after, "steps": state.global_step,
-               "params": {"trainable": trainable, "total": total, "trainable_pct": round(100 * trainable / total, 4)},
-               "train_time_s": round(state.train_time_s, 3),
-               "seconds_per_step": round(state.train_time_s / max(state.global_step, 1), 3),
-               "wall_time_s": round(time.perf_counter() - started, 3), "peak_memory_mb": peak_memory_mb()}
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    if not config.train.keep_checkpoints:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return RunResult(run_dir, metrics, model, tokenizer)
+    def before_fit(self, config: SFTExperiment, prepared: runs.Prepared, trainer) -> dict[str, Any]:
+        return prepared.objective.evaluate(trainer.model, prepared.validation, prepared.pad_id,
+                                           config.train.eval_batch_size, trainer.accelerator)
+
+    def finish(self, config: SFTExperiment, prepared: runs.Prepared, trainer, run_dir: Path) -> dict[str, Any]:
+        after = prepared.objective.evaluate(trainer.model, prepared.validation, prepared.pad_id,
+                                            config.train.eval_batch_size, trainer.accelerator)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if config.lora is not None:
+            merge_peft_layers(model)
+        runs.save_model_folder(run_dir, lambda folder: (model.save_pretrained(folder),
+                                                        prepared.tokenizer.save_pretrained(folder)))
+        return {"validation_before": prepared.extras.get("before"), "validation": after}
+
+    def report(self, run_dir: Path) -> None:
+        from texttune.reports.html import render_report
+        from texttune.reports.plots import plot_learning_curves
+
+        plot_learning_curves(runs.read_records(run_dir), run_dir / runs.LEARNING_CURVES)
+        render_report(run_dir)
+
+
+SFT = runs.register_task(InstructionTuning())
+
+
+def run_sft(config: SFTExperiment | None = None, callbacks=None, *, resume: Path | None = None):
+    """Fine-tune, evaluate before and after, save the model (LoRA merged); ``resume`` continues an
+    interrupted run. Returns a RunResult."""
+    return runs.run_task(SFT, config, resume=resume, callbacks=callbacks)
 
 
 def generate(run_or_model: str | Path, prompt: str, max_new_tokens: int = 128, sample: bool = False,
              temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> str:
     """The assistant's reply to ``prompt`` (chat template applied), greedy or sampled."""
     path = Path(run_or_model)
-    folder = path / "model" if (path / "model" / "config.json").is_file() else path
+    folder = path / runs.MODEL if (path / runs.MODEL / "config.json").is_file() else path
     model, tokenizer = load_causal_lm(str(folder) if folder.exists() else str(run_or_model))
     ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                         chat_template=_template(tokenizer), return_tensors="pt", return_dict=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +12,7 @@ import pandas as pd
 import torch
 
 from texttune.errors import TexttuneError
-
-
-def model_dir_of(path: str | Path) -> Path:
-    """A run directory's ``model/`` folder, or a model folder itself."""
-    path = Path(path)
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    if (path / "config.json").is_file():
-        return path
-    if not path.exists():
-        raise TexttuneError(f"{path}: no such run directory")
-    raise TexttuneError(f"{path}: no trained model here (expected {path / 'model' / 'config.json'})")
+from texttune.runs import model_dir_of
 
 
 class Predictor:
@@ -38,7 +28,7 @@ class Predictor:
 
     @classmethod
     def from_path(cls, path: str | Path, device: str | None = None) -> Predictor:
-        from texttune.experiment import quiet_libraries
+        from texttune.runs import quiet_libraries
         from texttune.models.saving import load_classifier, load_tokenizer_from
 
         quiet_libraries()
@@ -89,15 +79,13 @@ class Predictor:
 
 
 def _run_max_length(run_dir: Path) -> int | None:
-    import yaml
-
     from texttune.models.saving import reading
+    from texttune.runs import CONFIG, read_run_config
 
-    config = run_dir / "config.yaml"
-    if not config.is_file():
+    if not (run_dir / CONFIG).is_file():
         return None
-    with reading(config, "not a readable run config"):
-        value = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("model", {}).get("max_length")
+    with reading(run_dir / CONFIG, "not a readable run config"):
+        value = (read_run_config(run_dir).get("model") or {}).get("max_length")
         return int(value) if value is not None else None
 
 
@@ -174,3 +162,25 @@ def write_predictions(path: Path, frame: pd.DataFrame, predictions: list[dict[st
     else:
         raise TexttuneError(f"{path}: write predictions to .jsonl, .csv or .tsv")
     atomic_write_text(path, text)
+
+
+def export_classifier(run: str | Path, out: str | Path) -> Path:
+    """Write a run's model as a whole Hugging Face model folder (LoRA merged); never overwrites."""
+    from texttune.models.saving import load_classifier, load_tokenizer_from
+
+    folder, out = model_dir_of(run), Path(out)
+    if out.exists():
+        raise TexttuneError(f"{out}: already exists; export writes a new folder")
+    model = load_classifier(folder)
+    strategy = getattr(model.config, "strategy", None)
+    if strategy and strategy.get("name") == "lora":
+        from texttune.strategies.lora import merge_lora
+
+        merge_lora(model)
+    model.config.texttune_base = None  # a whole model stands alone
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    load_tokenizer_from(folder).save_pretrained(tmp)
+    tmp.rename(out)
+    return out

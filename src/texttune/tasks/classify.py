@@ -1,0 +1,332 @@
+"""``texttune run``: text classification -- its root config, its loop objective and its phases.
+
+``run_task`` (runs.py) calls them in order: ``prepare`` (data and checks → model and strategy →
+tokens) → the shared loop → ``finish`` (validation with its fitted temperature, then test, on the
+best checkpoint; the model saved) → ``report``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, ValidationError, create_model
+from torch import nn
+
+import texttune.models  # noqa: F401  (registers every encoder: the model union is built from them)
+import texttune.strategies  # noqa: F401  (registers every strategy)
+from texttune import runs
+from texttune.config import ConfigError, DataConfig, Section, TrainConfig, format_validation_error, merge_sources, union_of
+from texttune.data.dataset import TextDataset
+from texttune.data.tokenize import Encoded, collate, encode_cached, frame_fingerprint
+from texttune.errors import TexttuneError
+from texttune.io import atomic_write_json
+from texttune.models.registry import MODEL_CONFIGS
+from texttune.strategies import STRATEGY_CONFIGS
+
+log = logging.getLogger("texttune")
+
+# --------------------------------------------------------------------------- the root config
+
+
+class ExperimentBase(Section):
+    """Fields every experiment has; model/strategy unions are added by ``experiment_class``."""
+
+    kind: Literal["classify"] = Field("classify", description="What this config runs: a classifier.")
+    name: str = Field("experiment", description="Run name, used in the run directory name.")
+    seed: int = Field(42, description="Seed of model initialisation and data order.")
+    output_dir: Path = Field(Path("runs"), description="Parent folder of run directories.")
+    init_from: Path | None = Field(
+        None,
+        description="A previous run directory to start from (transfer): its encoder, tokenizer and pooling; the "
+        "head too when the label sets match, else a new head. model.max_length still applies; the rest of "
+        "model is ignored.",
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+# The member a union section uses when the config does not name one.
+UNION_DEFAULTS = {"model": "pretrained", "strategy": "full"}
+
+
+@functools.cache
+def experiment_class() -> type[ExperimentBase]:
+    """The root config model, with ``model``/``strategy`` unions over the registered classes."""
+    fields: dict[str, Any] = {}
+    for section, registry in (("model", MODEL_CONFIGS), ("strategy", STRATEGY_CONFIGS)):
+        union = union_of(registry, UNION_DEFAULTS[section])
+        if union is not None:
+            fields[section] = union
+    return create_model("ExperimentConfig", __base__=ExperimentBase, **fields)
+
+
+def validate_config(data: dict[str, Any], origins: dict[str, str] | None = None) -> ExperimentBase:
+    cls = experiment_class()
+    data = dict(data)
+    for section, default in UNION_DEFAULTS.items():
+        # `--set model.path=x` means "the default model, with this path".
+        if isinstance(data.get(section), dict) and "name" not in data[section]:
+            data[section] = {"name": default, **data[section]}
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, cls, origins or {})) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> ExperimentBase:
+    """Resolve defaults ← ``base`` ← file (with its ``extends``) ← ``--set`` overrides, then validate."""
+    merged, origins = merge_sources(path, overrides, base)
+    return validate_config(merged, origins)
+
+
+# --------------------------------------------------------------------------- the loop's objective
+
+
+def class_weight_tensor(cfg: TrainConfig, labels: np.ndarray, num_labels: int) -> torch.Tensor | None:
+    if cfg.class_weights is None:
+        return None
+    if cfg.class_weights == "auto":
+        counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
+        weights = len(labels) / (num_labels * np.maximum(counts, 1.0))  # inverse frequency, mean ≈ 1
+        return torch.tensor(weights, dtype=torch.float32)
+    if len(cfg.class_weights) != num_labels:
+        raise TexttuneError(f"train.class_weights has {len(cfg.class_weights)} values for {num_labels} labels")
+    return torch.tensor(cfg.class_weights, dtype=torch.float32)
+
+
+class ClassificationObjective:
+    """The loop's view of classification: padded batches, (weighted, smoothed) cross-entropy, and the
+    classification metrics of ``evaluation.evaluate``."""
+
+    def __init__(self, label_names: list[str], weights: torch.Tensor | None = None,
+                 label_smoothing: float = 0.0) -> None:
+        self.label_names = label_names
+        self.loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
+
+    def collate(self, data: Encoded, indices: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+        return collate(data, indices, pad_id)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], accelerator) -> torch.Tensor:
+        labels = batch.pop("labels")
+        with accelerator.autocast():
+            logits = model(**batch).logits
+        if self.loss_fn.weight is not None and self.loss_fn.weight.device != logits.device:
+            self.loss_fn.to(logits.device)
+        return self.loss_fn(logits.float(), labels)
+
+    def evaluate(self, model: nn.Module, data: Encoded, pad_id: int, batch_size: int, accelerator) -> dict[str, Any]:
+        from texttune.evaluation.evaluate import evaluate
+
+        metrics, _ = evaluate(model, data, self.label_names, pad_id, batch_size, accelerator)
+        return metrics
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def prepare_data(config: ExperimentBase, run_dir: Path) -> TextDataset:
+    from texttune.data.load import prepare_data as load_and_check
+
+    ds, report, dropped = load_and_check(config.data)
+    if not ds.has_labels:
+        raise TexttuneError(f"dataset '{ds.name}' has no labels: texttune run trains classifiers")
+    report.write_json(run_dir / runs.DATA_CHECKS)
+    caveats = report.caveats()
+    if caveats:  # before training, so the user can stop and fix the data; also beside every leaderboard score
+        log.warning("data checks: %d finding%s change what the scores on this data mean (policy warn; all "
+                    "findings in %s):", len(caveats), "s" * (len(caveats) > 1), run_dir / runs.DATA_CHECKS)
+        for line in caveats:
+            log.warning("  %s", line)
+    splits = {}
+    for name in ds.split_names():
+        df = ds.splits[name]
+        counts = df["label"].value_counts()
+        splits[name] = {
+            "rows": len(df), "provenance": ds.provenance.get(name, ""), "file": ds.files.get(name, ""),
+            "fingerprint": frame_fingerprint(df), "dropped": dropped.get(name, {}).get("total", 0),
+            "classes": {label: int(counts.get(i, 0)) for i, label in enumerate(ds.label_names or [])},
+        }
+    atomic_write_json(run_dir / runs.DATA, {
+        "name": ds.name, "task": ds.task, "labels": ds.label_names, "notes": ds.notes, "caveats": caveats,
+        "splits": splits, "fingerprint": frame_fingerprint_all(splits),
+    })
+    for split in ("train", "validation"):
+        if split not in ds.splits or len(ds.splits[split]) == 0:
+            raise TexttuneError(f"dataset '{ds.name}' has no {split} rows left after the data checks")
+    return ds
+
+
+def frame_fingerprint_all(splits: dict[str, dict[str, Any]]) -> str:
+    joined = "|".join(f"{k}:{v['fingerprint']}" for k, v in sorted(splits.items()))
+    return hashlib.sha256(joined.encode()).hexdigest()[:20]
+
+
+def build(config: ExperimentBase, ds: TextDataset):
+    from texttune.models.registry import build_model
+    from texttune.strategies import apply_strategy
+
+    torch.manual_seed(config.seed)  # the head's initialisation depends on the seed only
+    if config.init_from is not None:
+        from texttune.models.transfer import build_from_run
+
+        model, tokenizer = build_from_run(config.init_from, runs.model_dir_of(config.init_from), ds.label_names,
+                                          config.model.max_length)
+    else:
+        model, tokenizer = build_model(config.model, ds.label_names, train_texts=ds.splits["train"]["text"])
+    model = apply_strategy(model, config.strategy)
+    if not any(p.requires_grad for p in model.head.parameters()):
+        raise TexttuneError(f"strategy '{config.strategy.name}' froze the head: nothing would learn the labels")
+    return model, tokenizer
+
+
+def tokenize(ds: TextDataset, tokenizer, max_length: int) -> tuple[dict[str, Encoded], dict[str, Any]]:
+    import time
+
+    encoded, stats = {}, {}
+    for split in ds.split_names():
+        tic = time.perf_counter()
+        encoded[split], cached = encode_cached(ds.splits[split], tokenizer, max_length)
+        stats[split] = {"seconds": round(time.perf_counter() - tic, 3), "cached": cached,
+                        "tokens": int(encoded[split].offsets[-1]),
+                        "truncated": int((encoded[split].lengths >= max_length).sum())}
+    return encoded, stats
+
+
+def final_evaluation(trainer, encoded: dict[str, Encoded], ds: TextDataset, calibrate: bool) -> dict[str, Any]:
+    """Validation (and its fitted temperature), then test, both on the restored best model."""
+    from texttune.evaluation.calibration import fit_temperature
+    from texttune.evaluation.evaluate import calibrated_from_logits, evaluate
+
+    args = dict(label_names=ds.label_names, pad_id=trainer.pad_id, batch_size=trainer.cfg.eval_batch_size,
+                accelerator=trainer.accelerator)
+    out: dict[str, Any] = {}
+    validation, logits = evaluate(trainer.model, encoded["validation"], keep_worst=10, collect_logits=calibrate, **args)
+    validation["worst"] = _worst_with_text(validation["worst"], ds.splits["validation"])
+    temperature = None
+    if calibrate and logits is not None:
+        labels = encoded["validation"].labels
+        temperature = fit_temperature(logits, torch.tensor(labels))
+        validation["calibrated"] = calibrated_from_logits(logits, labels, ds.label_names, temperature)
+    out["validation"] = validation
+    if "test" in encoded and len(encoded["test"]):
+        test, logits = evaluate(trainer.model, encoded["test"], temperature=temperature, collect_logits=True, **args)
+        test.pop("worst", None)
+        out["test"] = test
+        out["_test_logits"] = logits
+    out["temperature"] = temperature
+    return out
+
+
+def _worst_with_text(worst: list[dict[str, Any]], frame) -> list[dict[str, Any]]:
+    out = []
+    for item in worst:
+        row = frame.loc[item["id"]]
+        entry = {"row": int(item["id"]), "text": row["text"], "label": item["label_name"],
+                 "predicted": item["predicted_name"], "confidence": item["confidence"]}
+        if "text_pair" in frame.columns:
+            entry["text_pair"] = row["text_pair"]
+        out.append(entry)
+    return out
+
+
+def save(model, tokenizer, run_dir: Path, temperature: float | None) -> float:
+    """The model in Hugging Face format (safetensors + tokenizer + id2label; only the trained tensors
+    when the frozen ones come back from a base, see models/saving.py); returns its size in MB."""
+    from texttune.models.saving import save_classifier
+
+    # Not "temperature": transformers reads that name as a text-generation setting.
+    model.config.texttune_temperature = temperature
+    target = runs.save_model_folder(run_dir, lambda folder: save_classifier(model, tokenizer, folder))
+    return runs.folder_size_mb(target)
+
+
+def report(run_dir: Path) -> None:
+    from texttune.reports.html import load_run, render_report
+    from texttune.reports.plots import plot_confusion_matrix, plot_learning_curves
+
+    run = load_run(run_dir)
+    plot_learning_curves(run.records, run_dir / runs.LEARNING_CURVES)
+    split = "test" if "test" in run.metrics else "validation"
+    labels = list(run.metrics[split]["per_class"])
+    plot_confusion_matrix(run.metrics[split]["confusion_matrix"], labels, run_dir / runs.CONFUSION_MATRIX)
+    render_report(run_dir)
+
+
+def _check_labels_match(run_dir: Path, ds: TextDataset) -> None:
+    path = run_dir / runs.LABELS
+    if not path.is_file():
+        return
+    saved = runs.read_json(run_dir, runs.LABELS)
+    if saved != ds.label_names:
+        raise TexttuneError(
+            f"{run_dir}: the checkpoint was trained with {len(saved)} labels {saved}, but the data now "
+            f"has {len(ds.label_names or [])} labels {ds.label_names}; resume needs the same label set"
+        )
+
+
+# --------------------------------------------------------------------------- the task
+
+
+class Classify:
+    """Classification as a ``runs.Task``."""
+
+    kind = "classify"
+    command = "run"
+
+    def load_config(self, path: Path | None, overrides: list[str]) -> ExperimentBase:
+        return load_config(path, overrides)
+
+    def prepare(self, config: ExperimentBase, run_dir: Path, resuming: bool) -> runs.Prepared:
+        ds = prepare_data(config, run_dir)
+        if resuming:
+            _check_labels_match(run_dir, ds)
+        atomic_write_json(run_dir / runs.LABELS, ds.label_names)
+        model, tokenizer = build(config, ds)
+        encoded, token_stats = tokenize(ds, tokenizer, config.model.max_length)
+        weights = class_weight_tensor(config.train, encoded["train"].labels, len(ds.label_names))
+        objective = ClassificationObjective(ds.label_names, weights, config.train.label_smoothing)
+        return runs.Prepared(model, tokenizer, encoded["train"], encoded.get("validation"), objective,
+                             pad_id=tokenizer.pad_token_id or 0, head_lr=config.strategy.head_lr,
+                             extras={"ds": ds, "encoded": encoded, "tokenization": token_stats})
+
+    def before_fit(self, config, prepared: runs.Prepared, trainer) -> None:
+        return None
+
+    def finish(self, config: ExperimentBase, prepared: runs.Prepared, trainer, run_dir: Path) -> dict[str, Any]:
+        from texttune.models.saving import saves_trained_only
+
+        ds, encoded = prepared.extras["ds"], prepared.extras["encoded"]
+        metrics = final_evaluation(trainer, encoded, ds, config.train.calibrate)
+        test_logits = metrics.pop("_test_logits", None)
+        if test_logits is not None:  # per-example outcomes: confidence intervals and paired tests (compare)
+            atomic_write_json(run_dir / runs.TEST_PREDICTIONS, {
+                "rows": encoded["test"].rows.tolist(), "labels": encoded["test"].labels.tolist(),
+                "predicted": test_logits.argmax(dim=-1).tolist()})
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        metrics["checkpoint_size_mb"] = save(model, prepared.tokenizer, run_dir, metrics.get("temperature"))
+        metrics["checkpoint"] = "trained tensors + base reference" if saves_trained_only(model) else "whole model"
+        metrics["tokenization"] = prepared.extras["tokenization"]
+        prepared.extras.pop("ds"), prepared.extras.pop("encoded")  # the result keeps no data
+        return metrics
+
+    def report(self, run_dir: Path) -> None:
+        report(run_dir)
+
+
+CLASSIFY = runs.register_task(Classify())
+
+
+def run_experiment(config: ExperimentBase | None = None, *, resume: Path | None = None,
+                   callbacks: list[Any] | None = None) -> runs.RunResult:
+    """Train and evaluate one experiment; ``resume`` continues an interrupted run directory."""
+    return runs.run_task(CLASSIFY, config, resume=resume, callbacks=callbacks)
