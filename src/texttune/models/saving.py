@@ -215,7 +215,12 @@ def load_classifier_config(folder: Path):
     from texttune.models.pooling import Pooling
 
     path = folder / "config.json"
-    read_json_object(path)
+    raw = read_json_object(path)
+    # transformers before 5.x's stricter configs derives num_labels from id2label and lets a wrong value
+    # pass; checked here so every supported release refuses the same file.
+    count = raw.get("num_labels")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+        raise TexttuneError(f"{path}: not a valid model config (num_labels {count!r} is not a count)")
     with reading(path, "not a valid model config"):
         config = AutoConfig.from_pretrained(folder)
         HeadConfig(**config.head)
