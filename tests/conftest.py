@@ -94,3 +94,32 @@ def toy_csv(tmp_path) -> Path:
         writer.writerow(["text", "label"])
         writer.writerows(TOY_ROWS)
     return path
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+LM_TEXTS = ["what is the capital of france", "paris is the capital of france", "name a red fruit",
+            "the apple is a red fruit", "how many legs has a cat", "a cat has four legs"] * 30
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory):
+    """A tiny randomly initialised Llama (2 layers, hidden 32) with a BPE tokenizer trained on
+    ``LM_TEXTS`` and a ChatML template: instruction tuning without weights to download."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from texttune.models.tokenizer_training import train_tokenizer
+
+    tokenizer = train_tokenizer(LM_TEXTS, "bpe", vocab_size=300, min_frequency=1)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.chat_template = CHATML
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

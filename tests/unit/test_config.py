@@ -126,22 +126,36 @@ def test_range_constraints_are_enforced():
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
-def test_every_shipped_config_validates(path):
-    # Comparison specs, pre-training and SFT configs have their own root models; the rest are experiments.
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if path.parent.name == "playbook":
-        from texttune.tasks.compare import expand, load_spec
+def test_every_shipped_config_validates_with_the_loader_of_its_kind(path):
+    from texttune.tasks import kind_of, load_any
 
-        assert expand(load_spec(path), path)
-    elif path.parent.name == "sft":
-        from texttune.tasks.sft import load_sft_config
+    expected = {"playbook": "compare", "sft": "sft"}.get(path.parent.name, "classify")
+    if path.name == "gutenberg_mlm.yaml":
+        expected = "mlm"
+    assert kind_of(path) == expected  # declared in the file (classification: the default)
+    loaded = load_any(path)
+    assert loaded.kind == expected
 
-        load_sft_config(path, [])
-    elif "corpus" in data or "mlm" in data:
-        from texttune.tasks.mlm import load_pretrain_config
 
-        load_pretrain_config(path, [])
-    else:
+def test_config_validate_recognises_every_kind_through_the_cli(run_cli):
+    files = sorted((REPO / "configs").rglob("*.yaml"))
+    code, out, err = run_cli("config", "validate", *files)
+    assert code == 0, err
+    for kind in ("classify", "mlm", "sft", "compare"):
+        assert f"({kind})" in out
+
+
+def test_a_config_of_an_unknown_kind_is_refused(tmp_path):
+    from texttune.tasks import load_any
+
+    path = write(tmp_path / "c.yaml", "kind: regression\n")
+    with pytest.raises(ConfigError, match=f"^{path}: kind: unknown kind 'regression'; expected one of classify"):
+        load_any(path)
+
+
+def test_a_pretraining_config_given_to_run_is_refused_by_kind(tmp_path):
+    path = write(tmp_path / "c.yaml", "kind: mlm\n")
+    with pytest.raises(ConfigError, match="kind: Input should be 'classify'"):
         load_config(path)
 
 

@@ -7,33 +7,13 @@ import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM
 
 from texttune.errors import TexttuneError
-from texttune.models.tokenizer_training import train_tokenizer
 from texttune.tasks.sft import SFTTask, encode_conversations, generate, load_sft_config, parse_guanaco, run_sft, \
     tokenize_conversation, truncate
 
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-TEXTS = ["what is the capital of france", "paris is the capital of france", "name a red fruit",
-         "the apple is a red fruit", "how many legs has a cat", "a cat has four legs"] * 30
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    tokenizer = train_tokenizer(TEXTS, "bpe", vocab_size=300, min_frequency=1)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tokenizer.eos_token = "<|im_end|>"
-    tokenizer.chat_template = CHATML
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+from conftest import LM_TEXTS as TEXTS
 
 
 CONVERSATION = [{"role": "user", "content": "what is the capital of france"},

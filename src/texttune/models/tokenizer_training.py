@@ -19,6 +19,18 @@ WORDPIECE_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[S
 BPE_SPECIALS = {"pad": "<pad>", "unk": "<unk>", "cls": "<s>", "sep": "</s>", "mask": "<mask>"}
 
 
+def _number_pieces_in_a_fixed_order(backend, models, specials: list[str]) -> None:
+    """The tokenizers trainer learns the same pieces from the same texts, but numbers pieces of equal
+    counts in hash-map order, different in every process: the same corpus gave a different
+    tokenizer.json (and, resumed, a model reading other ids). WordPiece matches pieces by their text
+    only, so they are renumbered here: the special tokens first, then by length and text."""
+    vocab = backend.get_vocab()
+    order = sorted(vocab, key=lambda piece: (0, specials.index(piece), "") if piece in specials
+                   else (1, len(piece.removeprefix("##")), piece))
+    backend.model = models.WordPiece(vocab={piece: i for i, piece in enumerate(order)},
+                                     unk_token=backend.model.unk_token)
+
+
 def train_tokenizer(
     texts: Iterable[str],
     kind: Literal["wordpiece", "bpe"] = "wordpiece",
@@ -51,6 +63,8 @@ def train_tokenizer(
                                       special_tokens=list(specials.values()),
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     backend.train_from_iterator(texts, trainer=trainer)
+    if kind == "wordpiece":
+        _number_pieces_in_a_fixed_order(backend, models, list(specials.values()))
     cls, sep = specials["cls"], specials["sep"]
     backend.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",

@@ -291,7 +291,16 @@ class Pretrain:
 
     def prepare(self, config: PretrainExperiment, run_dir: Path, resuming: bool) -> runs.Prepared:
         train_texts, test_texts, info = corpus_splits(config.corpus, config.seed)
-        tokenizer = load_tokenizer_for(config, train_texts)
+        # The tokenizer trained for this run is kept beside its checkpoints: a resumed run reads the
+        # ids its checkpoint was trained on (a BPE trainer may order merges of equal counts otherwise).
+        kept = run_dir / runs.CHECKPOINTS / "tokenizer"
+        if resuming and kept.is_dir():
+            from texttune.models.saving import load_tokenizer_from
+
+            tokenizer = load_tokenizer_from(kept)
+        else:
+            tokenizer = load_tokenizer_for(config, train_texts)
+            tokenizer.save_pretrained(kept)
         train, held_out = blocks(train_texts, tokenizer, config.mlm.block_size), blocks(
             test_texts, tokenizer, config.mlm.block_size)
         info.update(train_blocks=len(train), held_out_blocks=len(held_out), block_size=config.mlm.block_size,
