@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__version__ = "0.1.0"
+from texttune.version import __version__  # noqa: F401
 
 
 def load(path: str | Path, device: str | None = None) -> Any:

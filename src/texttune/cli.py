@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from texttune import __version__
+from texttune.version import __version__
 from texttune.compat import Abort, ClickException
 from texttune.errors import TexttuneError
 

@@ -14,9 +14,9 @@ import typer
 # --------------------------------------------------------------------------- typer / click
 
 try:  # typer >= 0.29 vendors click as ``typer._click`` and raises that copy's exceptions
-    from typer._click.exceptions import ClickException
+    from typer._click.exceptions import ClickException  # noqa: F401
 except ImportError:  # typer < 0.29 raises click's own
-    from click.exceptions import ClickException
+    from click.exceptions import ClickException  # noqa: F401  (re-exported for the CLI)
 
 # ``typer.Abort`` is click's Abort re-exported before typer 0.29 and typer's own class since.
 Abort = typer.Abort

@@ -29,7 +29,8 @@ class Predictor:
     @classmethod
     def from_path(cls, path: str | Path, device: str | None = None) -> Predictor:
         from texttune.runs import quiet_libraries
-        from texttune.models.saving import load_classifier, load_tokenizer_from
+        from texttune.models.loading import load_classifier
+        from texttune.models.saving import load_tokenizer_from
 
         quiet_libraries()
         folder = model_dir_of(path)
@@ -166,7 +167,8 @@ def write_predictions(path: Path, frame: pd.DataFrame, predictions: list[dict[st
 
 def export_classifier(run: str | Path, out: str | Path) -> Path:
     """Write a run's model as a whole Hugging Face model folder (LoRA merged); never overwrites."""
-    from texttune.models.saving import load_classifier, load_tokenizer_from
+    from texttune.models.loading import load_classifier
+    from texttune.models.saving import load_tokenizer_from
 
     folder, out = model_dir_of(run), Path(out)
     if out.exists():

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import torch
 import yaml
 
-from texttune import __version__
+from texttune.version import __version__
 from texttune.config import config_to_dict, read_yaml
 from texttune.errors import TexttuneError
 from texttune.io import atomic_write_json, atomic_write_text

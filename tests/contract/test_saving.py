@@ -13,7 +13,8 @@ from transformers import AutoModelForSequenceClassification
 
 from test_strategies import batch, build
 from texttune.errors import TexttuneError
-from texttune.models.saving import TRAINED_WEIGHTS, load_classifier, save_classifier
+from texttune.models.loading import load_classifier
+from texttune.models.saving import TRAINED_WEIGHTS, save_classifier
 from texttune.predict import export_classifier
 from texttune.strategies import STRATEGIES
 from texttune.strategies.lora import merge_lora

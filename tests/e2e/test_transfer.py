@@ -15,7 +15,8 @@ from conftest import TOY_ROWS
 from test_run import assert_error, set_options, write_csv
 from texttune.tasks.classify import load_config
 from texttune.tasks.classify import run_experiment
-from texttune.models.saving import TRAINED_WEIGHTS, load_classifier
+from texttune.models.loading import load_classifier
+from texttune.models.saving import TRAINED_WEIGHTS
 
 SOURCE_ROWS = [(text, "pos" if label == "pos" else "neg") for text, label in TOY_ROWS] + [
     ("the film opens in cinemas on friday", "news"), ("the studio announced a sequel today", "news"),

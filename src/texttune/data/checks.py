@@ -25,10 +25,7 @@ neither do texts that normalise to nothing (e.g. "...") in the normalised checks
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal

@@ -20,9 +20,8 @@ def build_from_run(run: str | Path, folder: Path, label_names: list[str], max_le
     """(model, tokenizer) for the target labels, starting from the trained model in ``folder`` (the
     model folder of the run ``run``)."""
     from texttune.models.classifier import TexttuneConfig, TexttuneForSequenceClassification
-    from texttune.models.saving import (
-        load_classifier, load_tokenizer_from, plain_encoder_state, weights_fingerprint,
-    )
+    from texttune.models.loading import load_classifier, plain_encoder_state
+    from texttune.models.saving import load_tokenizer_from, weights_fingerprint
 
     source = load_classifier(folder)
     encoder_state = plain_encoder_state(source, f"init_from: {run}")

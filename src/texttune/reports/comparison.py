@@ -22,6 +22,7 @@ matplotlib.use("Agg")  # headless: no display on training machines; must precede
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from texttune import runs
 from texttune.io import atomic_write_text  # noqa: E402
 from texttune.reports.html import CSS, _duration, _image  # noqa: E402
 from texttune.reports.plots import _note, _save  # noqa: E402
@@ -227,7 +228,7 @@ def _report_href(out_dir: Path, run: Any) -> str | None:
     """Relative href to a run's report.html, only when that file exists under ``out_dir``."""
     if not isinstance(run, str) or not run or Path(run).is_absolute():
         return None
-    if not (out_dir / run / "report.html").is_file():
+    if not (out_dir / run / runs.REPORT).is_file():
         return None
     # Quoted so a ':' can never turn the path into a URL scheme; then escaped for the attribute.
     return escape(quote(f"{Path(run).as_posix()}/report.html"))

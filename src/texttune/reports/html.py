@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from texttune import runs
 from texttune.errors import TexttuneError
 from texttune.evaluation.confusion import read_confusion
 from texttune.io import atomic_write_text
@@ -85,9 +86,9 @@ def _read_json(run: Run, name: str) -> Any:
 
 def _read_records(run: Run) -> list[dict[str, Any]] | None:
     """metrics.jsonl lines; a torn last line (a run killed mid-write) is skipped, not fatal."""
-    path = run.path / "metrics.jsonl"
+    path = run.path / runs.METRICS_LOG
     if not path.is_file():
-        run.notes["metrics.jsonl"] = "metrics.jsonl not found in the run directory."
+        run.notes[runs.METRICS_LOG] = f"{runs.METRICS_LOG} not found in the run directory."
         return None
     records, bad = [], 0
     for line in filter(str.strip, path.read_text(encoding="utf-8").splitlines()):
@@ -100,20 +101,20 @@ def _read_records(run: Run) -> list[dict[str, Any]] | None:
         else:
             bad += 1
     if bad:
-        run.notes["metrics.jsonl"] = f"{bad} unreadable line(s) of metrics.jsonl were skipped."
+        run.notes[runs.METRICS_LOG] = f"{bad} unreadable line(s) of {runs.METRICS_LOG} were skipped."
     return records
 
 
 def _read_config(run: Run) -> None:
-    path = run.path / "config.yaml"
+    path = run.path / runs.CONFIG
     if not path.is_file():
-        run.notes["config.yaml"] = "config.yaml not found in the run directory."
+        run.notes[runs.CONFIG] = f"{runs.CONFIG} not found in the run directory."
         return
     run.config_text = path.read_text(encoding="utf-8")
     try:
         loaded = yaml.safe_load(run.config_text)
     except yaml.YAMLError as err:
-        run.notes["config.yaml"] = f"config.yaml could not be parsed: {err}"
+        run.notes[runs.CONFIG] = f"{runs.CONFIG} could not be parsed: {err}"
         return
     run.config = loaded if isinstance(loaded, dict) else {}
 
@@ -121,7 +122,7 @@ def _read_config(run: Run) -> None:
 def load_run(run_dir: str | Path) -> Run:
     """Read a run directory; raises ``TexttuneError`` when it has no readable metrics.json."""
     run_dir = Path(run_dir)
-    path = run_dir / "metrics.json"
+    path = run_dir / runs.METRICS
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -131,9 +132,9 @@ def load_run(run_dir: str | Path) -> Run:
     run = Run(run_dir, metrics if isinstance(metrics, dict) else {})
     run.records = _read_records(run)
     _read_config(run)
-    run.environment = _read_json(run, "environment.json")
-    run.data = _read_json(run, "data.json")
-    run.checks = _read_json(run, "data_checks.json")
+    run.environment = _read_json(run, runs.ENVIRONMENT)
+    run.data = _read_json(run, runs.DATA)
+    run.checks = _read_json(run, runs.DATA_CHECKS)
     return run
 
 
@@ -255,19 +256,19 @@ def _summary(run: Run) -> str:
         _card("train samples/s", _fmt(run.metrics.get("train_samples_per_s"), 1)),
         _card("peak memory", "—" if peak is None else f"{_fmt(peak, 0)} MB"),
     ]
-    note = "" if scores else _note("metrics.json holds neither test nor validation metrics.")
+    note = "" if scores else _note(f"{runs.METRICS} holds neither test nor validation metrics.")
     return _section("Summary", note + f'<div class="cards">{"".join(cards)}</div>')
 
 
 def _config_section(run: Run) -> str:
-    body = _file_notes(run, "config.yaml")
+    body = _file_notes(run, runs.CONFIG)
     if run.config_text is not None:
         body += f"<pre>{escape(run.config_text)}</pre>"
     return _section("Configuration", body)
 
 
 def _environment_section(run: Run) -> str:
-    body = _file_notes(run, "environment.json")
+    body = _file_notes(run, runs.ENVIRONMENT)
     if isinstance(run.environment, dict):
         rows = [[escape(str(k)), _fmt(v)] for k, v in run.environment.items()]
         body += _table(["package / item", "value"], rows)
@@ -290,7 +291,7 @@ def _class_balance(data: dict[str, Any]) -> str:
 
 
 def _data_section(run: Run) -> str:
-    body, data = _file_notes(run, "data.json"), run.data
+    body, data = _file_notes(run, runs.DATA), run.data
     if isinstance(data, dict):
         body += (f"<p>dataset <b>{_fmt(data.get('name'))}</b> ({_fmt(data.get('task'))}), "
                  f"fingerprint <code>{_fmt(data.get('fingerprint'))}</code></p>")
@@ -301,7 +302,7 @@ def _data_section(run: Run) -> str:
 
 
 def _checks_section(run: Run) -> str:
-    body, checks = _file_notes(run, "data_checks.json"), run.checks
+    body, checks = _file_notes(run, runs.DATA_CHECKS), run.checks
     if isinstance(checks, dict):
         findings = checks.get("findings") or []
         if checks.get("policy"):
@@ -317,8 +318,8 @@ def _checks_section(run: Run) -> str:
 def _curves_section(run: Run) -> str:
     records = run.records
     draw = None if records is None else (lambda path: plots.plot_learning_curves(records, path))
-    figure = _figure(run, "learning_curves.png", draw, "No learning curves.")
-    return _section("Learning curves", _file_notes(run, "metrics.jsonl") + figure)
+    figure = _figure(run, runs.LEARNING_CURVES, draw, "No learning curves.")
+    return _section("Learning curves", _file_notes(run, runs.METRICS_LOG) + figure)
 
 
 def _splits(run: Run) -> list[str]:
@@ -328,7 +329,7 @@ def _splits(run: Run) -> list[str]:
 def _metrics_section(run: Run) -> str:
     splits = _splits(run)
     if not splits:
-        return _section("Metrics", _note("metrics.json holds neither validation nor test metrics."))
+        return _section("Metrics", _note(f"{runs.METRICS} holds neither validation nor test metrics."))
     rows = [[escape(key), *(_fmt(run.metrics[s].get(key)) for s in splits)] for key in SCORES]
     numeric = set(range(1, len(splits) + 1))
     test_note = "" if "test" in splits else _note("No test metrics: the test split was not evaluated.")
@@ -365,7 +366,7 @@ def _confusion_section(run: Run) -> str:
             size = read_confusion(matrix, dense=False).size  # dense lists or sparse triplets
             return plots.plot_confusion_matrix(matrix, _label_names(run, scores, size), path)
     intro = f"<p>{escape(split)} split; rows are true labels, colour is the share of each true class.</p>"
-    figure = _figure(run, "confusion_matrix.png", draw, "No confusion matrix.")
+    figure = _figure(run, runs.CONFUSION_MATRIX, draw, "No confusion matrix.")
     return _section("Confusion matrix", intro + figure)
 
 
@@ -378,7 +379,7 @@ def _calibration_section(run: Run) -> str:
             ["temperature", fitted]]
     reliability, ece = scores.get("reliability"), scores.get("ece")
     draw = None if not reliability else (lambda path: plots.plot_reliability(reliability, path, ece=ece))
-    figure = _figure(run, "reliability.png", draw, "No reliability bins recorded.")
+    figure = _figure(run, runs.RELIABILITY, draw, "No reliability bins recorded.")
     return _section("Calibration", f"<p>{escape(split)} split.</p>" + _table(["", split], rows, {1}) + figure)
 
 
@@ -422,4 +423,4 @@ def render_report(run_dir: str | Path) -> Path:
         f"<title>{escape(run.name)} — texttune report</title>\n<style>{CSS}</style>\n</head>\n"
         f"<body>\n{body}\n</body>\n</html>\n"
     )
-    return atomic_write_text(run.path / "report.html", page)
+    return atomic_write_text(run.path / runs.REPORT, page)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from texttune import runs
 from texttune.errors import TexttuneError
 from texttune.evaluation.significance import bootstrap_ci, mcnemar_p, paired_bootstrap_p
 from texttune.io import atomic_write_json, atomic_write_text
@@ -43,7 +44,7 @@ def _json(path: Path) -> Any:
 
 
 def _correct(run: Path) -> np.ndarray | None:
-    path = run / "test_predictions.json"
+    path = run / runs.TEST_PREDICTIONS
     if not path.is_file():
         return None
     record = _json(path)
@@ -51,7 +52,7 @@ def _correct(run: Path) -> np.ndarray | None:
 
 
 def _curve(run: Path, metric: str) -> list[list[float]]:
-    path = run / "metrics.jsonl"
+    path = run / runs.METRICS_LOG
     if not path.is_file():
         return []
     points = []
@@ -72,7 +73,7 @@ def data_caveats(run: Path) -> list[str]:
     from its ``data_checks.json``: the leaderboard shows them beside the score they inflate."""
     from texttune.data.checks import CheckReport
 
-    path = run / "data_checks.json"
+    path = run / runs.DATA_CHECKS
     if not path.is_file():
         return []
     try:
@@ -83,7 +84,7 @@ def data_caveats(run: Path) -> list[str]:
 
 def cell_row(cell: CellRuns, metric: str, split: str, root: Path) -> tuple[dict[str, Any], np.ndarray | None]:
     """The leaderboard row of one cell and its (seeds, examples) correctness matrix."""
-    metrics = [_json(run / "metrics.json") for run in cell.runs]
+    metrics = [_json(run / runs.METRICS) for run in cell.runs]
     scores = [m.get(split, {}).get(metric) for m in metrics]
     if any(s is None for s in scores):
         raise TexttuneError(f"{cell.runs[scores.index(None)]}: no {split} {metric} in metrics.json")

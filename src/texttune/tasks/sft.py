@@ -239,7 +239,6 @@ def load_causal_lm(path: str):
 
 def load_conversations(cfg: SFTData, seed: int) -> tuple[list, list, dict[str, Any]]:
     """(train conversations, held-out conversations, a description for data.json)."""
-    import pandas as pd
 
     if cfg.dataset is not None:
         from texttune.config import DataConfig
