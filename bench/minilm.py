@@ -391,7 +391,8 @@ def run_texttune(opts: Options, train_df, val_df, labels) -> Result:
     from texttune.tasks.classify import load_config
     from texttune.data.dataset import TextDataset
     from texttune.evaluation.evaluate import evaluate
-    from texttune.tasks.classify import build, tokenize
+    from texttune import runs
+    from texttune.tasks.classify import ClassificationObjective, build, tokenize
     from texttune.training.callbacks import Callback
     from texttune.training.loop import Trainer
 
@@ -446,28 +447,32 @@ def run_texttune(opts: Options, train_df, val_df, labels) -> Result:
             if opts.mode == "throughput" and self.steps == opts.warmup_steps:
                 clock.start()
 
-    class TimedTrainer(Trainer):
-        def _fetch(self, indices):
-            if opts.mode == "epochs" or self.state.global_step >= opts.warmup_steps:
+    class Counting(Callback):
+        """Through the loop's public hooks: tokens of every batch, the clock stopped while evaluating."""
+
+        def on_batch_begin(self, trainer, indices) -> None:
+            if opts.mode == "epochs" or trainer.state.global_step >= opts.warmup_steps:
                 lengths = train.lengths[indices]
                 res.train_samples += len(indices)
                 res.train_tokens += int(lengths.sum())
                 res.tensor_tokens += int(lengths.max()) * len(indices)
-            return super()._fetch(indices)
 
-        def _evaluate_and_checkpoint(self) -> None:
+        def on_evaluate_begin(self, trainer) -> None:
             clock.stop()
-            super()._evaluate_and_checkpoint()
+
+        def on_evaluate(self, trainer, record) -> None:
             if opts.mode == "epochs":
-                record = json.loads(self.metrics_path.read_text().splitlines()[-1])
-                curve.append({"epoch": round(self.state.epoch + self.state.batch_in_epoch / self.batches_per_epoch),
+                curve.append({"epoch": round(trainer.state.epoch + trainer.state.batch_in_epoch / trainer.batches_per_epoch),
                               "train_time_s": round(clock.elapsed, 2), "val_accuracy": record.get("accuracy")})
+
+        def on_evaluate_end(self, trainer) -> None:
             clock.start()
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-texttune-"))
     validation = encoded["validation"] if opts.mode == "epochs" else None
-    trainer = TimedTrainer(model, train, validation, config.train, run_dir=run_dir,
-                           pad_id=tokenizer.pad_token_id, label_names=labels, seed=opts.seed, callbacks=[Timing()])
+    trainer = Trainer(model, train, validation, config.train, objective=ClassificationObjective(labels),
+                      checkpoint_dir=run_dir / runs.CHECKPOINTS, metrics_path=run_dir / runs.METRICS_LOG,
+                      pad_id=tokenizer.pad_token_id, seed=opts.seed, callbacks=[Counting(), Timing()])
     trainer.fit()
     clock.stop()
     res.train_time_s = round(clock.elapsed, 3)

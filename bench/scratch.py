@@ -319,7 +319,7 @@ def run_texttune(opts: Options) -> Result:
         tic = time.perf_counter()
         result = texttune.run(config_path, overrides, callbacks=[timing])
         run_dir = result.run_dir
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        metrics = texttune.runs.read_json(run_dir, texttune.runs.METRICS)
         res.train_time_runs.append(metrics["train_time_s"])
         res.prep_time_runs.append(round(timing.begin - tic, 3))
         fit_runs.append(round(timing.end - timing.begin, 3))
@@ -340,16 +340,14 @@ def run_texttune(opts: Options) -> Result:
                         "first_run_cold": not any(s["cached"] for s in token_runs[0].values())}
     if len(token_runs) > 1:
         res.tokenization["cached_s"] = median([sum(s["seconds"] for s in r.values()) for r in token_runs[1:]])
-    data = json.loads((run_dir / "data.json").read_text(encoding="utf-8"))
+    data = texttune.runs.read_json(run_dir, texttune.runs.DATA)
     res.data = {name: {"rows": s["rows"], "fingerprint": s["fingerprint"]}
                 for name, s in data["splits"].items()}
     res.train_samples, res.validation_samples = res.data["train"]["rows"], res.data["validation"]["rows"]
     res.test_samples = res.data.get("test", {}).get("rows", 0)
     # Prediction speed as a user gets it: texttune.load(run).predict's path on the raw test texts
     # (tokenization included), at the config's evaluation batch size, the last run's model.
-    import yaml
-
-    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    config = texttune.runs.read_run_config(run_dir)
     batch_size = int(config["train"]["eval_batch_size"])
     threads = config["train"].get("num_threads")
     if threads:

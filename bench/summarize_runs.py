@@ -11,7 +11,7 @@ import os
 import platform
 from pathlib import Path
 
-import yaml
+from texttune import runs
 
 
 def machine() -> dict:
@@ -26,10 +26,8 @@ def machine() -> dict:
 
 
 def summarize(run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    env = json.loads((run_dir / "environment.json").read_text())
-    data = json.loads((run_dir / "data.json").read_text())
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    metrics, env = runs.read_json(run_dir, runs.METRICS), runs.read_json(run_dir, runs.ENVIRONMENT)
+    data, config = runs.read_json(run_dir, runs.DATA), runs.read_run_config(run_dir)
     row = {
         "run": run_dir.name, "command": env.get("command"), "started": env.get("started"),
         "device": env.get("device"), "git_commit": env.get("git_commit"),

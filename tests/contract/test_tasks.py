@@ -176,3 +176,35 @@ def test_a_run_resumed_with_the_wrong_command_says_which_one(config_of, tmp_path
     with pytest.raises(TexttuneError,
                        match=f"a 'mlm' run; continue it with texttune pretrain --resume {interrupt.run_dir}"):
         runs.run_task(runs.TASKS.get("classify"), resume=interrupt.run_dir)
+
+
+def test_runs_list_and_compare_on_a_folder_of_every_kind(config_of, run_cli, tmp_path, monkeypatch):
+    """A folder holding a run of every kind (the default output folder of all of them): listed with
+    its kind and headline score; compared, the classification runs are ranked and the others named."""
+    folder = tmp_path / "mixed"
+    done = {kind: runs.run_task(runs.TASKS.get(kind), config_of(kind, folder), callbacks=[]).run_dir
+            for kind in KINDS}
+    monkeypatch.setenv("COLUMNS", "300")  # the table whole, one run a line
+    code, out, err = run_cli("runs", "list", folder)
+    assert code == 0 and "Traceback" not in out + err, err
+    squashed = "".join(out.split())
+    for kind in KINDS:
+        assert done[kind].name in squashed and kind in squashed
+    assert "held_outaccuracy" in squashed and "validationloss" in squashed and "testaccuracy" in squashed
+    code, out, err = run_cli("runs", "compare", *sorted(folder.iterdir()))
+    assert code == 0, err
+    assert "experiment" in out  # the classification run's cell
+    assert "left out 1 'mlm' run(s)" in out and "left out 1 'sft' run(s)" in out
+
+
+def test_runs_compare_pools_seeds_of_one_setting_and_never_merges_by_name(config_of, run_cli, tmp_path):
+    folder = tmp_path / "cells"
+    base = config_of("classify", folder)
+    made = [runs.run_task(runs.TASKS.get("classify"), base.model_copy(update=update), callbacks=[]).run_dir
+            for update in ({"seed": 1}, {"seed": 2}, {"seed": 1, "train": base.train.model_copy(update={"lr": 1e-3})})]
+    from texttune.tasks.compare import compare_runs
+
+    board = compare_runs(made)
+    cells = sorted((row["cell"], row["n"]) for row in board["rows"])
+    assert len(cells) == 2 and sorted(n for _, n in cells) == [1, 2]  # same name, two settings
+    assert all(cell.startswith("experiment [") for cell, _ in cells)
