@@ -220,10 +220,10 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise TexttuneError(f"{path}: not a run config (a mapping of keys)")
-    return {"kind": _recorded_kind(data), **data}
+    return {"kind": recorded_kind(data), **data}
 
 
-def _recorded_kind(config: dict[str, Any]) -> str:
+def recorded_kind(config: dict[str, Any]) -> str:
     """A recorded config's kind; records made before configs carried one are told apart by their
     sections (pre-training has a corpus, instruction tuning a model path and no strategy)."""
     if "kind" in config:

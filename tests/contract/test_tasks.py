@@ -29,6 +29,8 @@ OWN = {
     "sft": {runs.METRICS_BEFORE},
 }
 STEPS, EVERY = 6, 2  # checkpoints at steps 2, 4, 6
+# What each kind's report.html headlines.
+REPORT_SHOWS = {"classify": "test accuracy", "mlm": "held-out (after) perplexity", "sft": "validation (after) loss"}
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +122,10 @@ def test_every_kind_writes_the_common_record_and_a_report(kind, config_of):
     assert runs.read_run_config(result.run_dir)["kind"] == kind
     metrics = runs.read_json(result.run_dir, runs.METRICS)
     assert metrics["steps"] == STEPS and metrics["params"]["trainable"] > 0
-    assert "<html" in (result.run_dir / runs.REPORT).read_text(encoding="utf-8").lower()
+    report = (result.run_dir / runs.REPORT).read_text(encoding="utf-8")
+    assert "<html" in report.lower() and REPORT_SHOWS[kind] in report  # a report fitting the kind
+    if kind != "classify":
+        assert "Confusion matrix" not in report and "holds neither" not in report
     described = runs.describe_run(result.run_dir)
     assert described["kind"] == kind and described["status"] == "finished" and described["score"] is not None
 

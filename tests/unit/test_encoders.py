@@ -34,6 +34,7 @@ VARIANTS = (
        for pre in (True, False)]
     + [("transformer", {"embedding_dim": 10})]  # GloVe-sized embeddings projected to d_model
 )
+VARIANTS += [(name, {}) for name in TINY if (name, {}) not in VARIANTS]  # every registered encoder as is
 IDS = [name + "".join(f"-{k}={v}" for k, v in extra.items()) for name, extra in VARIANTS]
 
 
@@ -72,8 +73,13 @@ SHORT = [5, 9, 14, 3, 27]
 LONG = [7, 7, 31, 2, 40, 11, 8, 19, 23, 4, 56]
 
 
-def test_every_encoder_is_registered():
-    assert {"bag_of_ngrams", "cnn", "rnn", "transformer"} <= set(ENCODERS.names())
+SCRATCH = [name for name in ENCODERS.names() if name != "hf"]  # hf wraps a Hugging Face encoder (contract tests)
+
+
+def test_every_registered_encoder_has_a_tiny_config_here():
+    """The tests below are discovered from the registry: a new encoder without a TINY entry fails here."""
+    assert {"bag_of_ngrams", "cnn", "rnn", "transformer"} <= set(SCRATCH)
+    assert set(SCRATCH) == set(TINY), f"add a TINY config for {sorted(set(SCRATCH) - set(TINY))}"
 
 
 def test_output_shape_and_hidden_size(variant):
@@ -194,7 +200,7 @@ def test_transformer_rejects_sequences_longer_than_max_length():
         encoder(ids, torch.ones_like(ids))
 
 
-@pytest.mark.parametrize("name", ["bag_of_ngrams", "cnn", "rnn", "transformer"])
+@pytest.mark.parametrize("name", SCRATCH)
 def test_a_config_typo_names_the_key(name):
     with pytest.raises(TexttuneError, match="unknown keys \\['hiden_size'\\]"):
         ENCODERS.get(name)({"vocab_size": VOCAB, "pad_id": PAD, "hiden_size": 8})

@@ -68,6 +68,11 @@ class Run:
     def name(self) -> str:
         return str(self.config.get("name") or self.path.name)
 
+    @property
+    def kind(self) -> str:
+        """classify, mlm or sft (runs recorded before configs had a kind: as ``runs`` tells them apart)."""
+        return runs.recorded_kind(self.config)
+
 
 # ---------------------------------------------------------------- reading
 
@@ -409,6 +414,53 @@ SECTIONS: tuple[Callable[[Run], str], ...] = (
     _worst_section,
 )
 
+# ---------------------------------------------------------------- language-model runs (mlm, sft)
+
+# The final and the before-training scores of each language-model kind, as (section key, title).
+LM_SCORES = {
+    "mlm": (("held_out", "held-out (after)"), ("held_out_before", "held-out (before)")),
+    "sft": (("validation", "validation (after)"), ("validation_before", "validation (before)")),
+}
+
+
+def _lm_summary(run: Run) -> str:
+    (after_key, after_title), (before_key, _) = LM_SCORES[run.kind]
+    after, before = run.metrics.get(after_key) or {}, run.metrics.get(before_key) or {}
+    best, params, peak = run.metrics.get("best") or {}, run.metrics.get("params") or {}, run.metrics.get("peak_memory_mb")
+    cards = [_card(f"{after_title} {key}", _fmt(after.get(key)),
+                   f"before: {_fmt(before.get(key))}" if before else "")
+             for key in ("loss", "perplexity", "accuracy") if key in after]
+    cards += [
+        _card("best step", _fmt(best.get("step")), _best_detail(best)), _params_card(params),
+        _card("wall time", _duration(run.metrics.get("wall_time_s"))),
+        _card("seconds per step", _fmt(run.metrics.get("seconds_per_step"), 3)),
+        _card("peak memory", "—" if peak is None else f"{_fmt(peak, 0)} MB"),
+    ]
+    return _section("Summary", f'<div class="cards">{"".join(cards)}</div>')
+
+
+def _lm_metrics_section(run: Run) -> str:
+    rows = []
+    for key, title in LM_SCORES[run.kind]:
+        scores = run.metrics.get(key)
+        if isinstance(scores, dict):
+            rows += [[escape(title), escape(name), _fmt(value)] for name, value in scores.items()]
+    return _section("Metrics", _table(["evaluation", "metric", "value"], rows, numeric={2}) if rows
+                    else _note("No evaluation recorded."))
+
+
+def _lm_data_section(run: Run) -> str:
+    data = run.data or {}
+    rows = [[escape(str(key)), _fmt(value) if not isinstance(value, (list, dict)) else escape(json.dumps(value)[:200])]
+            for key, value in data.items()]
+    return _section("Data", _file_notes(run, runs.DATA) + (_table(["item", "value"], rows) if rows else ""))
+
+
+LM_SECTIONS: tuple[Callable[[Run], str], ...] = (
+    _title, _lm_summary, _config_section, _environment_section, _lm_data_section, _curves_section,
+    _lm_metrics_section,
+)
+
 
 def render_report(run_dir: str | Path) -> Path:
     """Write ``run_dir/report.html`` (self-contained) from the run's records; returns its path.
@@ -417,7 +469,7 @@ def render_report(run_dir: str | Path) -> Path:
     the run directory first. Raises ``TexttuneError`` when ``metrics.json`` is missing or unreadable.
     """
     run = load_run(run_dir)
-    body = "\n".join(section(run) for section in SECTIONS)
+    body = "\n".join(section(run) for section in (LM_SECTIONS if run.kind in LM_SCORES else SECTIONS))
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{escape(run.name)} — texttune report</title>\n<style>{CSS}</style>\n</head>\n"
