@@ -161,7 +161,10 @@ runs.run_task(task, task.load_config(None, sys.argv[4:] + [f"output_dir={sys.arg
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_kind_survives_kill_9_after_a_checkpoint(kind, files, tiny_model_dir, tiny_lm, config_of, tmp_path):
+def test_every_kind_survives_kill_9_after_a_checkpoint(kind, files, tiny_model_dir, tiny_lm, config_of, run_cli,
+                                                        tmp_path):
+    """A real second process killed after a checkpoint, resumed the way a user does: texttune
+    <command> --resume RUN_DIR."""
     items = tiny_overrides(kind, files, tiny_model_dir, tiny_lm)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-c", KILLED, kind, str(EVERY * 2), str(tmp_path / "killed"), *items],
@@ -169,9 +172,10 @@ def test_every_kind_survives_kill_9_after_a_checkpoint(kind, files, tiny_model_d
     assert proc.returncode == -9, proc.stderr[-3000:]
     (run_dir,) = (tmp_path / "killed").iterdir()
     assert runs.is_resumable(run_dir) and not runs.is_finished(run_dir)
-    resumed = runs.run_task(runs.TASKS.get(kind), resume=run_dir, callbacks=[])
+    code, out, err = run_cli(runs.COMMANDS[kind], "--resume", run_dir)
+    assert code == 0 and "Traceback" not in out + err, err
     whole = runs.run_task(runs.TASKS.get(kind), config_of(kind, tmp_path / "whole"), callbacks=[])
-    assert_same(runs.read_json(resumed.run_dir, runs.METRICS), runs.read_json(whole.run_dir, runs.METRICS))
+    assert_same(runs.read_json(run_dir, runs.METRICS), runs.read_json(whole.run_dir, runs.METRICS))
 
 
 def test_a_run_resumed_with_the_wrong_command_says_which_one(config_of, tmp_path):
