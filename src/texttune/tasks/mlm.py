@@ -25,6 +25,7 @@ from texttune.config import Section, TrainConfig
 from texttune.data.tokenize import Encoded, collate
 from texttune.errors import TexttuneError
 from texttune.io import atomic_write_json
+from texttune.tasks.lm import LanguageModelTask
 
 
 # The training defaults of this kind of run (a classification run's are in TrainConfig).
@@ -280,7 +281,7 @@ def load_tokenizer_for(cfg: PretrainExperiment, train_texts: list[str]):
     return tokenizer
 
 
-class Pretrain:
+class Pretrain(LanguageModelTask):
     """Masked-LM pre-training as a ``runs.Task``."""
 
     kind = "mlm"
@@ -321,17 +322,8 @@ class Pretrain:
     def finish(self, config: PretrainExperiment, prepared: runs.Prepared, trainer, run_dir: Path) -> dict[str, Any]:
         final = prepared.objective.evaluate(trainer.model, prepared.validation, prepared.pad_id,
                                             config.train.eval_batch_size, trainer.accelerator)
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        runs.save_model_folder(run_dir, lambda folder: (model.save_pretrained(folder),
-                                                        prepared.tokenizer.save_pretrained(folder)))
+        self.save_model(trainer, prepared.tokenizer, run_dir)
         return {"held_out": final, "held_out_before": prepared.extras.get("before")}
-
-    def report(self, run_dir: Path) -> None:
-        from texttune.reports.html import render_report
-        from texttune.reports.plots import plot_learning_curves
-
-        plot_learning_curves(runs.read_records(run_dir), run_dir / runs.LEARNING_CURVES)
-        render_report(run_dir)
 
 
 PRETRAIN = runs.register_task(Pretrain())

@@ -29,6 +29,7 @@ from texttune.config import Section, TrainConfig
 from texttune.data.tokenize import Encoded, collate
 from texttune.errors import TexttuneError
 from texttune.io import atomic_write_json
+from texttune.tasks.lm import LanguageModelTask
 from texttune.strategies.lora import LoraStrategyConfig, merge_peft_layers, train_lora_only
 
 TURN = re.compile(r"### (Human|Assistant):")
@@ -274,7 +275,7 @@ def _template(tokenizer) -> str | None:
 # --------------------------------------------------------------------------- the run
 
 
-class InstructionTuning:
+class InstructionTuning(LanguageModelTask):
     """Instruction tuning as a ``runs.Task``."""
 
     kind = "sft"
@@ -303,19 +304,10 @@ class InstructionTuning:
     def finish(self, config: SFTExperiment, prepared: runs.Prepared, trainer, run_dir: Path) -> dict[str, Any]:
         after = prepared.objective.evaluate(trainer.model, prepared.validation, prepared.pad_id,
                                             config.train.eval_batch_size, trainer.accelerator)
-        model = trainer.accelerator.unwrap_model(trainer.model)
         if config.lora is not None:
-            merge_peft_layers(model)
-        runs.save_model_folder(run_dir, lambda folder: (model.save_pretrained(folder),
-                                                        prepared.tokenizer.save_pretrained(folder)))
+            merge_peft_layers(trainer.accelerator.unwrap_model(trainer.model))
+        self.save_model(trainer, prepared.tokenizer, run_dir)
         return {"validation_before": prepared.extras.get("before"), "validation": after}
-
-    def report(self, run_dir: Path) -> None:
-        from texttune.reports.html import render_report
-        from texttune.reports.plots import plot_learning_curves
-
-        plot_learning_curves(runs.read_records(run_dir), run_dir / runs.LEARNING_CURVES)
-        render_report(run_dir)
 
 
 SFT = runs.register_task(InstructionTuning())
