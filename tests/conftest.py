@@ -83,6 +83,17 @@ TOY_ROWS = [
 ]
 
 
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory) -> Path:
+    """The eight labelled sentences as one CSV file shared by a whole session (read, never written)."""
+    import csv
+
+    path = tmp_path_factory.mktemp("toy") / "toy.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("text", "label"), *TOY_ROWS])
+    return path
+
+
 @pytest.fixture
 def toy_csv(tmp_path) -> Path:
     """Eight labelled sentences (4 pos, 4 neg) as a CSV file."""

@@ -236,7 +236,11 @@ def run(
     resume: ResumeOption = None,
 ) -> None:
     """Train, evaluate and record one experiment in a new run directory."""
-    _print_result(_run_kind("classify", config, set_, resume))
+    from texttune.runs import is_main_process
+
+    result = _run_kind("classify", config, set_, resume)
+    if is_main_process():  # under torchrun: the result once, not once per process
+        _print_result(result)
 
 
 def _interrupted(run_dir: Path | None, command: str = "run") -> str:

@@ -11,6 +11,10 @@ masked-LM pre-training, instruction tuning, and each cell of a comparison:
 
 A task supplies the steps in between (``Task``); this module owns the order, the record and the
 clean-up, so every kind can be resumed, writes the same record files and gets a report.
+
+Under N processes (``torchrun --nproc_per_node N -m texttune.cli run ...``) every process goes
+through the lifecycle; the main process alone creates and writes the run directory and tells the
+others its path, and the rest only read it (``is_main_process``).
 """
 
 from __future__ import annotations
@@ -157,6 +161,34 @@ def save_model_folder(run_dir: Path, write) -> Path:
 
 def folder_size_mb(folder: Path) -> float:
     return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20, 3)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _processes():
+    """Accelerate's view of the processes (one, or those torchrun started; set up once)."""
+    from accelerate import PartialState
+
+    from texttune.training.loop import cpu_only
+
+    return PartialState(cpu=cpu_only())
+
+
+def is_main_process() -> bool:
+    """Whether this process writes run directories (always true in a 1-process run)."""
+    return _processes().is_main_process
+
+
+def _shared(make):
+    """``make()`` on the main process; its result on every process (a run directory's path)."""
+    processes = _processes()
+    if processes.num_processes == 1:
+        return make()
+    from accelerate.utils import broadcast_object_list
+
+    made = [make() if processes.is_main_process else None]
+    return broadcast_object_list(made, from_process=0)[0]
 
 
 # --------------------------------------------------------------------------- creating and opening
@@ -388,11 +420,19 @@ def run_task(task: Task, config=None, *, resume: Path | None = None, callbacks: 
     """Train, evaluate and record one run of ``task`` (``resume``: continue an interrupted one)."""
     quiet_libraries()
     started = time.perf_counter()
+    processes = _processes()
+    if processes.num_processes > 1 and not getattr(task, "data_parallel", False):
+        raise TexttuneError(f"texttune {COMMANDS.get(task.kind, task.kind)} runs in one process only; "
+                            "data-parallel runs (torchrun) are supported for texttune run")
     if resume is not None:
-        run_dir, config = open_for_resume(Path(resume), task)
+        with processes.main_process_first():  # the main one may recover a checkpoint a crash left aside
+            run_dir, config = open_for_resume(Path(resume), task)
     else:
-        run_dir = start_run(config)
-    log.info("%s run directory: %s", "resuming the" if resume is not None else "new", run_dir)
+        run_dir = _shared(lambda: start_run(config))
+    if processes.num_processes > 1:
+        log.info("process %d of %d", processes.process_index, processes.num_processes)
+    if processes.is_main_process:
+        log.info("%s run directory: %s", "resuming the" if resume is not None else "new", run_dir)
     try:
         return _fit_and_record(task, config, run_dir, resume is not None, callbacks, started)
     except KeyboardInterrupt as interrupt:
@@ -405,13 +445,18 @@ def _fit_and_record(task: Task, config, run_dir: Path, resuming: bool, callbacks
     from texttune.training.callbacks import ProgressCallback
     from texttune.training.loop import Trainer
 
-    with discarded_on_failure(run_dir, keep=resuming):  # a resumed run keeps its directory
-        prepared = task.prepare(config, run_dir, resuming)
+    processes = _processes()
+    main = processes.is_main_process
+    if callbacks is None:
+        callbacks = [ProgressCallback()] if main else []
+    # A resumed run keeps its directory; only the main process owns it.
+    with discarded_on_failure(run_dir, keep=resuming or not main):
+        with processes.main_process_first():  # the others then read the tokenization cache it wrote
+            prepared = task.prepare(config, run_dir, resuming)
         trainer = Trainer(
             prepared.model, prepared.train, prepared.validation, config.train, objective=prepared.objective,
-            checkpoint_dir=run_dir / CHECKPOINTS, metrics_path=run_dir / METRICS_LOG,
-            pad_id=prepared.pad_id, seed=config.seed, head_lr=prepared.head_lr,
-            callbacks=callbacks if callbacks is not None else [ProgressCallback()],
+            checkpoint_dir=run_dir / CHECKPOINTS, metrics_path=run_dir / METRICS_LOG if main else None,
+            pad_id=prepared.pad_id, seed=config.seed, head_lr=prepared.head_lr, callbacks=callbacks,
         )
     _before_fit(task, config, prepared, trainer, run_dir, resuming)
     state = trainer.fit(resume=resuming)
@@ -423,6 +468,8 @@ def _fit_and_record(task: Task, config, run_dir: Path, resuming: bool, callbacks
         "steps": state.global_step,
         "epochs": round(state.epoch + state.batch_in_epoch / trainer.batches_per_epoch, 4),
         "stopped_early": state.stopped_early,
+        "world_size": trainer.world_size,
+        "global_batch_size": trainer.global_batch_size,  # per optimizer step: × gradient_accumulation_steps
         "params": params,
         "train_time_s": round(state.train_time_s, 3),
         "train_samples_per_s": round(state.samples_seen / max(state.train_time_s, 1e-9), 3),
@@ -430,10 +477,12 @@ def _fit_and_record(task: Task, config, run_dir: Path, resuming: bool, callbacks
         "wall_time_s": round(time.perf_counter() - started, 3),
         "peak_memory_mb": peak_memory_mb(),
     })
-    atomic_write_json(run_dir / METRICS, metrics)
-    task.report(run_dir)
-    if not config.train.keep_checkpoints:
-        shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+    if main:
+        atomic_write_json(run_dir / METRICS, metrics)
+        task.report(run_dir)
+        if not config.train.keep_checkpoints:
+            shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+    processes.wait_for_everyone()  # no process returns before the run directory is complete
     return RunResult(run_dir, metrics, model, prepared.tokenizer, prepared.extras)
 
 
@@ -445,5 +494,5 @@ def _before_fit(task: Task, config, prepared: Prepared, trainer, run_dir: Path, 
         return
     before = task.before_fit(config, prepared, trainer)
     prepared.extras["before"] = before
-    if before is not None:
+    if before is not None and is_main_process():
         atomic_write_json(path, before)

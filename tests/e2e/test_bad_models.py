@@ -7,7 +7,6 @@ runs a command on the copy.
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from collections.abc import Callable
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TOY_ROWS
 from texttune.tasks.classify import load_config
 from texttune.tasks.classify import run_experiment
 
@@ -24,14 +22,6 @@ DATA_ERROR = 2
 SAFETENSORS_ONLY = "texttune reads safetensors only"
 # A pickle that runs `touch PWNED` when unpickled: it must be refused without being opened.
 MALICIOUS_PICKLE = b"cos\nsystem\n(S'touch PWNED'\ntR."
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("toy") / "toy.csv"
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([("text", "label"), *TOY_ROWS])
-    return path
 
 
 @pytest.fixture(scope="module")

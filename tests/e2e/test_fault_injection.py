@@ -10,7 +10,6 @@ fraction of a second, not an interpreter start. The resumes run here, through th
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -20,7 +19,6 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import TOY_ROWS
 from texttune.tasks.classify import load_config
 from texttune.tasks.classify import run_experiment
 from texttune.training.callbacks import Callback
@@ -170,14 +168,6 @@ def overrides(data: Path, output_dir: Path) -> list[str]:
         "train.warmup_ratio=0", "train.num_threads=1", "train.log_every_steps=1", "train.metric=log_loss",
         f"output_dir={output_dir}",
     ]
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("toy") / "toy.csv"
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([("text", "label"), *TOY_ROWS])
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,29 @@ from texttune.data.tokenize import Encoded, collate, eval_batches
 from texttune.evaluation.metrics import MetricAccumulator
 
 
-def iter_logits(model, data: Encoded, pad_id: int, batch_size: int, device: torch.device, autocast=None):
-    """Yield (indices, logits (B, C) float32 on CPU) over ``data`` in length-sorted batches."""
+def iter_logits(model, data: Encoded, pad_id: int, batch_size: int, device: torch.device, autocast=None,
+                accelerator=None):
+    """Yield (indices, logits (B, C) float32 on CPU) over ``data`` in length-sorted batches.
+
+    The batches and their order are those of one process whatever the process count: under N
+    processes each computes every N-th batch and the logits are gathered (as objects, so nothing is
+    padded and no example is duplicated), so metrics are those of a 1-process evaluation."""
+    batches = eval_batches(data.lengths, batch_size)
+    if accelerator is None or accelerator.num_processes == 1:
+        yield from _forward(model, data, pad_id, batches, device, autocast)
+        return
+    mine = range(accelerator.process_index, len(batches), accelerator.num_processes)
+    computed = [(i, logits) for i, (_, logits) in
+                zip(mine, _forward(model, data, pad_id, [batches[i] for i in mine], device, autocast))]
+    gathered = accelerator.gather_for_metrics(computed, use_gather_object=True)  # every rank's, on every rank
+    for i, logits in sorted(gathered, key=lambda item: item[0]):
+        yield batches[i], logits
+
+
+def _forward(model, data: Encoded, pad_id: int, batches: list[np.ndarray], device: torch.device, autocast):
     model.eval()
     with torch.inference_mode():
-        for indices in eval_batches(data.lengths, batch_size):
+        for indices in batches:
             batch = collate(data, indices, pad_id)
             batch.pop("labels")
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -45,10 +63,14 @@ def evaluate(
     logits / temperature, from the same forward pass."""
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     autocast = accelerator.autocast if accelerator is not None else None
+    if accelerator is not None:
+        # The bare module: a DDP wrapper would sync buffers at each forward, and ranks evaluate
+        # different numbers of batches.
+        model = accelerator.unwrap_model(model)
     raw = MetricAccumulator(len(label_names), label_names, keep_worst=keep_worst)
     scaled = MetricAccumulator(len(label_names), label_names) if temperature is not None else None
     collected = torch.empty((len(data), len(label_names))) if collect_logits else None
-    for indices, logits in iter_logits(model, data, pad_id, batch_size, device, autocast):
+    for indices, logits in iter_logits(model, data, pad_id, batch_size, device, autocast, accelerator):
         labels = torch.tensor(data.labels[indices])
         raw.update(logits, labels, ids=data.rows[indices].tolist())
         if scaled is not None:

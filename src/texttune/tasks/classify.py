@@ -140,6 +140,16 @@ def prepare_data(config: ExperimentBase, run_dir: Path) -> TextDataset:
     ds, report, dropped = load_and_check(config.data)
     if not ds.has_labels:
         raise TexttuneError(f"dataset '{ds.name}' has no labels: texttune run trains classifiers")
+    if runs.is_main_process():  # the others only read the data (N processes: see runs.py)
+        _write_data_record(ds, report, dropped, run_dir)
+    for split in ("train", "validation"):
+        if split not in ds.splits or len(ds.splits[split]) == 0:
+            raise TexttuneError(f"dataset '{ds.name}' has no {split} rows left after the data checks")
+    return ds
+
+
+def _write_data_record(ds: TextDataset, report, dropped: dict[str, Any], run_dir: Path) -> None:
+    """data_checks.json, data.json, and the caveats shown before training."""
     report.write_json(run_dir / runs.DATA_CHECKS)
     caveats = report.caveats()
     if caveats:  # before training, so the user can stop and fix the data; also beside every leaderboard score
@@ -160,10 +170,6 @@ def prepare_data(config: ExperimentBase, run_dir: Path) -> TextDataset:
         "name": ds.name, "task": ds.task, "labels": ds.label_names, "notes": ds.notes, "caveats": caveats,
         "splits": splits, "fingerprint": frame_fingerprint_all(splits),
     })
-    for split in ("train", "validation"):
-        if split not in ds.splits or len(ds.splits[split]) == 0:
-            raise TexttuneError(f"dataset '{ds.name}' has no {split} rows left after the data checks")
-    return ds
 
 
 def frame_fingerprint_all(splits: dict[str, dict[str, Any]]) -> str:
@@ -282,6 +288,7 @@ class Classify:
 
     kind = "classify"
     command = "run"
+    data_parallel = True  # runs under torchrun with N processes (runs.run_task)
 
     def load_config(self, path: Path | None, overrides: list[str]) -> ExperimentBase:
         return load_config(path, overrides)
@@ -290,7 +297,8 @@ class Classify:
         ds = prepare_data(config, run_dir)
         if resuming:
             _check_labels_match(run_dir, ds)
-        atomic_write_json(run_dir / runs.LABELS, ds.label_names)
+        if runs.is_main_process():
+            atomic_write_json(run_dir / runs.LABELS, ds.label_names)
         model, tokenizer = build(config, ds)
         encoded, token_stats = tokenize(ds, tokenizer, config.model.max_length)
         weights = class_weight_tensor(config.train, encoded["train"].labels, len(ds.label_names))
@@ -308,12 +316,13 @@ class Classify:
         ds, encoded = prepared.extras["ds"], prepared.extras["encoded"]
         metrics = final_evaluation(trainer, encoded, ds, config.train.calibrate)
         test_logits = metrics.pop("_test_logits", None)
-        if test_logits is not None:  # per-example outcomes: confidence intervals and paired tests (compare)
-            atomic_write_json(run_dir / runs.TEST_PREDICTIONS, {
-                "rows": encoded["test"].rows.tolist(), "labels": encoded["test"].labels.tolist(),
-                "predicted": test_logits.argmax(dim=-1).tolist()})
         model = trainer.accelerator.unwrap_model(trainer.model)
-        metrics["checkpoint_size_mb"] = save(model, prepared.tokenizer, run_dir, metrics.get("temperature"))
+        if trainer.accelerator.is_main_process:
+            if test_logits is not None:  # per-example outcomes: confidence intervals and paired tests (compare)
+                atomic_write_json(run_dir / runs.TEST_PREDICTIONS, {
+                    "rows": encoded["test"].rows.tolist(), "labels": encoded["test"].labels.tolist(),
+                    "predicted": test_logits.argmax(dim=-1).tolist()})
+            metrics["checkpoint_size_mb"] = save(model, prepared.tokenizer, run_dir, metrics.get("temperature"))
         metrics["checkpoint"] = "trained tensors + base reference" if saves_trained_only(model) else "whole model"
         metrics["tokenization"] = prepared.extras["tokenization"]
         prepared.extras.pop("ds"), prepared.extras.pop("encoded")  # the result keeps no data

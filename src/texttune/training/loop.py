@@ -4,12 +4,20 @@ Read ``Trainer.fit`` top to bottom: fetch batch → forward → backward (accumu
 schedule → log → evaluate / checkpoint / early-stop. Accelerate places the model and batches on the
 device and runs mixed precision; the position in the data is a pure function of (seed, epoch, batch)
 so a run saved at an evaluation resumes exactly where it was (see ``checkpoint.py``).
+
+Data parallelism (``torchrun --nproc_per_node N``): ``train.per_device_batch_size`` is per process, so
+a step trains on a global batch of per_device × N examples. The global batches are those of one
+process with batch size per_device × N (``epoch_batches``, a pure function of seed and epoch); rank r
+takes every N-th example of each (``_share``), so resume still needs only (epoch, batch) and N
+processes track one process with the global batch size. DDP (``accelerator.prepare``) averages the
+gradients; only the main process writes checkpoints and records.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +63,12 @@ class LoopState:
     window_samples: int = 0
 
 
+def cpu_only() -> bool:
+    """No accelerator device here: Accelerate then needs ``cpu=True`` to see torchrun's processes as
+    one CPU (gloo) group rather than N independent runs."""
+    return not torch.accelerator.is_available()
+
+
 def mixed_precision(setting: str) -> str:
     if setting != "auto":
         return setting
@@ -97,8 +111,10 @@ class Trainer:
             # 4x slower than fp32 on an H100 (profile in bench/results/2026-11-22-h100-profile.md).
             # SDPA then picks the flash / memory-efficient kernels, which take any length.
             torch.backends.cuda.enable_cudnn_sdp(False)
-        self.accelerator = Accelerator(mixed_precision=mixed_precision(cfg.mixed_precision))
-        self.batches_per_epoch = math.ceil(len(train_data) / cfg.per_device_batch_size)
+        self.accelerator = Accelerator(mixed_precision=mixed_precision(cfg.mixed_precision), cpu=cpu_only())
+        self.world_size = self.accelerator.num_processes
+        self.global_batch_size = cfg.per_device_batch_size * self.world_size
+        self.batches_per_epoch = math.ceil(len(train_data) / self.global_batch_size)
         self.total_steps = total_steps(cfg, self.batches_per_epoch)
         optimizer = build_optimizer(model, cfg, head_lr)
         self.scheduler = build_scheduler(optimizer, cfg, self.total_steps)
@@ -125,19 +141,23 @@ class Trainer:
         self.model.train()
         try:
             while not self._done():
-                batches = epoch_batches(self.train_data.lengths, self.cfg.per_device_batch_size,
+                batches = epoch_batches(self.train_data.lengths, self.global_batch_size,
                                         self.seed, self.state.epoch, self.cfg.group_by_length)
                 while self.state.batch_in_epoch < len(batches) and not self._done():
                     tic = time.perf_counter()
-                    batch = self._fetch(batches[self.state.batch_in_epoch])  # fetch batch
-                    loss = self._forward(batch)  # forward
-                    self.accelerator.backward(loss / self.cfg.gradient_accumulation_steps)  # backward
+                    indices = batches[self.state.batch_in_epoch]
+                    last_of_epoch = self.state.batch_in_epoch + 1 == len(batches)
+                    steps_now = pending + 1 == self.cfg.gradient_accumulation_steps or last_of_epoch
+                    batch, share = self._fetch(indices)  # fetch batch
+                    # DDP all-reduces gradients at every backward; between optimizer steps that is wasted.
+                    with nullcontext() if steps_now else self.accelerator.no_sync(self.model):
+                        loss = self._forward(batch)  # forward
+                        self.accelerator.backward(self._scaled(loss, share))  # backward
                     pending += 1
                     self.state.batch_in_epoch += 1
-                    last_of_epoch = self.state.batch_in_epoch == len(batches)
-                    window.add(loss, len(batches[self.state.batch_in_epoch - 1]))
-                    self.state.samples_seen += len(batches[self.state.batch_in_epoch - 1])
-                    if pending == self.cfg.gradient_accumulation_steps or last_of_epoch:
+                    window.add(self._global_loss(loss, share), len(indices))
+                    self.state.samples_seen += len(indices)
+                    if steps_now:
                         grad_norm = self._step()  # clip → step → schedule
                         pending = 0
                         window.grad_norm = grad_norm
@@ -157,12 +177,28 @@ class Trainer:
     def _done(self) -> bool:
         return self.state.global_step >= self.total_steps or self.state.stopped_early
 
-    def _fetch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
-        self._call("on_batch_begin", indices)
-        batch = self.task.collate(self.train_data, indices, self.pad_id)
+    def _fetch(self, indices: np.ndarray) -> tuple[dict[str, torch.Tensor], float]:
+        """This process's batch of the global batch ``indices``, and its share of the examples."""
+        mine, share = _share(indices, self.accelerator.process_index, self.world_size)
+        self._call("on_batch_begin", mine)
+        batch = self.task.collate(self.train_data, mine, self.pad_id)
         # No pin_memory(): page-locking a fresh buffer every step cost more than the copy it speeds
         # up (-13% samples/s on an H100, bench/results/2026-11-22-h100-profile.md).
-        return {k: v.to(self.accelerator.device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.to(self.accelerator.device, non_blocking=True) for k, v in batch.items()}, share
+
+    def _scaled(self, loss: torch.Tensor, share: float) -> torch.Tensor:
+        """The loss to back-propagate. DDP averages gradients over processes; weighting each by its
+        share of the global batch (× N) makes that the gradient of the global batch's mean loss when
+        the shares are unequal (the last batch of an epoch)."""
+        if self.world_size > 1:
+            loss = loss * (share * self.world_size)
+        return loss / self.cfg.gradient_accumulation_steps
+
+    def _global_loss(self, loss: torch.Tensor, share: float) -> torch.Tensor:
+        """The global batch's mean loss, the same on every process (what is logged and checkpointed)."""
+        if self.world_size == 1:
+            return loss
+        return self.accelerator.reduce(loss.detach() * share, reduction="sum")
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.task.loss(self.model, batch, self.accelerator)
@@ -234,6 +270,11 @@ class Trainer:
         self._save_checkpoint(improved)
 
     def _save_checkpoint(self, improved: bool) -> None:
+        if self.accelerator.is_main_process:
+            self._write_checkpoint(improved)
+        self.accelerator.wait_for_everyone()  # every process reads best/ at the end of training
+
+    def _write_checkpoint(self, improved: bool) -> None:
         model = self.accelerator.unwrap_model(self.model)
         if improved:
             (self.checkpoint_dir / BEST).mkdir(parents=True, exist_ok=True)
@@ -264,6 +305,18 @@ class Trainer:
     def _call(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
+
+
+def _share(indices: np.ndarray, rank: int, world_size: int) -> tuple[np.ndarray, float]:
+    """Rank ``rank``'s examples of a global batch (every ``world_size``-th: lengths stay balanced in a
+    length-grouped batch) and their fraction of it. A rank left with none (a last batch smaller than
+    the process count) computes one example with weight 0: DDP needs every process in each backward."""
+    if world_size == 1:
+        return indices, 1.0
+    mine = indices[rank::world_size]
+    if len(mine) == 0:
+        return indices[:1], 0.0
+    return mine, len(mine) / len(indices)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,183 @@
+"""Data-parallel runs through two real CPU processes (``torchrun --nproc_per_node 2``, gloo): one run
+directory written once, evaluation identical to one process on the same weights (odd split sizes),
+training that tracks one process with the global batch size, and kill -9 + resume under two
+processes. Tiny BERT without dropout, so one and two processes compute the same function."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch.distributed as dist
+
+from texttune import runs
+
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="torch.distributed with the gloo backend is not available")
+
+PER_DEVICE, STEPS, EVERY = 2, 20, 5  # 40 training rows, global batch 4: two epochs
+KILL_AT = 10
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """Distinct sentences: 40 to train on, 9 for validation and 11 for test (neither divides by 2)."""
+    words = [(w, "pos") for w in ("wonderful", "great", "moving", "delightful", "superb", "charming")] + \
+            [(w, "neg") for w in ("dull", "boring", "awful", "terrible", "clumsy", "tedious")]
+    nouns = ("film", "story", "script", "cast", "ending", "score", "plot")
+    rows = [(f"a {word} {noun}" + " indeed" * (i % 3), label)
+            for i, ((word, label), noun) in enumerate(itertools.product(words, nouns))]
+    random.Random(0).shuffle(rows)
+    folder = tmp_path_factory.mktemp("dp-data")
+    out = {}
+    for name, part in (("train", rows[:40]), ("validation", rows[40:49]), ("test", rows[49:60])):
+        out[name] = folder / f"{name}.csv"
+        out[name].write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in part), encoding="utf-8")
+    return out
+
+
+def overrides(tiny_model_dir: Path, files: dict[str, Path], batch_size: int, output: Path) -> list[str]:
+    return [f"model.path={tiny_model_dir}", "model.pooling=mean", "model.hidden_dropout=0",
+            "model.attention_dropout=0", "model.head.dropout=0", f"data.train_file={files['train']}",
+            f"data.validation_file={files['validation']}", f"data.test_file={files['test']}",
+            f"train.max_steps={STEPS}", f"train.eval_every_steps={EVERY}", "train.log_every_steps=1",
+            f"train.per_device_batch_size={batch_size}", "train.eval_batch_size=2", "train.num_threads=1",
+            "train.lr=1e-2", f"output_dir={output}"]
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    """Two processes on this machine, on a free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(port), *args],
+                          env=env, capture_output=True, text=True, timeout=240)
+
+
+def cli_args(items: list[str]) -> list[str]:
+    return ["-m", "texttune.cli", "run", *itertools.chain.from_iterable(("--set", item) for item in items)]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_model_dir, files, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    output = tmp_path_factory.mktemp("dp-two")
+    proc = torchrun(*cli_args(overrides(tiny_model_dir, files, PER_DEVICE, output)))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    dirs = list(output.iterdir())
+    assert len(dirs) == 1, f"one run directory, not {sorted(d.name for d in dirs)}"
+    return dirs[0], proc
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tiny_model_dir, files, tmp_path_factory) -> Path:
+    """The same data and seed in one process, with the global batch size (2 × per device)."""
+    from texttune.tasks.classify import CLASSIFY
+
+    output = tmp_path_factory.mktemp("dp-one")
+    config = CLASSIFY.load_config(None, overrides(tiny_model_dir, files, 2 * PER_DEVICE, output))
+    return runs.run_task(CLASSIFY, config, callbacks=[]).run_dir
+
+
+def test_two_processes_write_one_complete_run_directory_once(two_process_run, one_process_run):
+    run_dir, proc = two_process_run
+    said = proc.stdout + proc.stderr
+    assert "process 0 of 2" in said and "process 1 of 2" in said  # two ranks really ran
+    assert proc.stdout.count(f"report: {run_dir}") == 1  # the result printed once
+    assert {p.name for p in run_dir.iterdir()} == {p.name for p in one_process_run.iterdir()}
+    metrics = runs.read_json(run_dir, runs.METRICS)
+    assert (metrics["world_size"], metrics["global_batch_size"], metrics["steps"]) == (2, 2 * PER_DEVICE, STEPS)
+    records = [(r["type"], r["step"]) for r in runs.read_records(run_dir)]
+    assert len(records) == len(set(records)) == STEPS + STEPS // EVERY  # no line written twice
+
+
+def test_two_process_evaluation_equals_one_process_evaluation_of_the_same_weights(two_process_run):
+    """The saved model evaluated here in one process: every metric, the fitted temperature and the
+    test predictions are the numbers the two processes recorded, exactly."""
+    from texttune.data.load import prepare_data
+    from texttune.models.loading import load_classifier
+    from texttune.models.saving import load_tokenizer_from
+    from texttune.tasks.classify import CLASSIFY, final_evaluation, tokenize
+
+    run_dir, _ = two_process_run
+    config = CLASSIFY.load_config(run_dir / runs.CONFIG, [])
+    ds, _, _ = prepare_data(config.data)
+    assert (len(ds.splits["validation"]), len(ds.splits["test"])) == (9, 11)
+    model = load_classifier(runs.model_dir_of(run_dir))
+    tokenizer = load_tokenizer_from(runs.model_dir_of(run_dir))
+    encoded, _ = tokenize(ds, tokenizer, config.model.max_length)
+    trainer = SimpleNamespace(model=model, pad_id=tokenizer.pad_token_id or 0, accelerator=None,
+                              cfg=config.train)
+    here = final_evaluation(trainer, encoded, ds, calibrate=True)
+    recorded = runs.read_json(run_dir, runs.METRICS)
+    assert here["temperature"] == recorded["temperature"]
+    for split in ("validation", "test"):
+        assert json.loads(json.dumps(here[split])) == recorded[split], split
+    predictions = runs.read_json(run_dir, runs.TEST_PREDICTIONS)
+    assert predictions["predicted"] == here["_test_logits"].argmax(dim=-1).tolist()
+    assert predictions["rows"] == encoded["test"].rows.tolist()
+
+
+def test_two_processes_track_one_process_with_the_global_batch(two_process_run, one_process_run):
+    """Same batches, same seed: the losses differ only by float rounding (gradients averaged over
+    two processes, each batch padded to its own half's length)."""
+    run_dir, _ = two_process_run
+    train = lambda d: [(r["step"], r["loss"]) for r in runs.read_records(d) if r["type"] == "train"]  # noqa: E731
+    two, one = train(run_dir), train(one_process_run)
+    assert [s for s, _ in two] == [s for s, _ in one] == list(range(1, STEPS + 1))
+    for (step, a), (_, b) in zip(two, one):
+        assert a == pytest.approx(b, abs=1e-4), f"step {step}: {a} (2 processes) vs {b} (1 process)"
+    m2, m1 = runs.read_json(run_dir, runs.METRICS), runs.read_json(one_process_run, runs.METRICS)
+    for split in ("validation", "test"):
+        assert m2[split]["accuracy"] == m1[split]["accuracy"]
+        assert m2[split]["loss"] == pytest.approx(m1[split]["loss"], abs=1e-4)
+    assert m2["best"]["step"] == m1["best"]["step"]
+
+
+KILLED = r"""
+import os, sys
+from texttune import runs
+from texttune.tasks.classify import CLASSIFY
+from texttune.training.callbacks import Callback
+
+class Kill(Callback):
+    def on_evaluate_end(self, trainer):  # after the checkpoint (and its barrier)
+        if trainer.state.global_step == int(sys.argv[1]) and trainer.accelerator.is_main_process:
+            os.kill(os.getpid(), 9)  # no clean-up of any kind, as a power cut
+
+runs.run_task(CLASSIFY, CLASSIFY.load_config(None, sys.argv[2:]), callbacks=[Kill()])
+"""
+
+
+def scores(metrics):
+    volatile = {"train_time_s", "train_samples_per_s", "seconds_per_step", "wall_time_s", "peak_memory_mb",
+                "tokenization", "elapsed_s", "samples_per_s"}
+    if isinstance(metrics, dict):
+        return {k: scores(v) for k, v in metrics.items() if k not in volatile}
+    return metrics
+
+
+def test_kill_9_of_a_two_process_run_resumes_under_two_processes(two_process_run, tiny_model_dir, files,
+                                                                  tmp_path):
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED, encoding="utf-8")
+    output = tmp_path / "killed"
+    proc = torchrun(str(script), str(KILL_AT), *overrides(tiny_model_dir, files, PER_DEVICE, output))
+    assert proc.returncode != 0, proc.stderr[-3000:]
+    (run_dir,) = output.iterdir()
+    assert runs.is_resumable(run_dir) and not runs.is_finished(run_dir)
+    proc = torchrun("-m", "texttune.cli", "run", "--resume", str(run_dir))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    whole, _ = two_process_run
+    assert scores(runs.read_json(run_dir, runs.METRICS)) == scores(runs.read_json(whole, runs.METRICS))
+    records = lambda d: [scores(r) for r in runs.read_records(d)]  # noqa: E731
+    assert records(run_dir) == records(whole)
