@@ -234,13 +234,36 @@ def run(
     config: Annotated[Optional[Path], typer.Argument(help="Experiment YAML (omit for the defaults).")] = None,
     set_: SetOption = None,
     resume: ResumeOption = None,
+    num_processes: Annotated[int, typer.Option(
+        "--num-processes", min=1, help="Data-parallel processes on this machine (torchrun underneath).")] = 1,
 ) -> None:
     """Train, evaluate and record one experiment in a new run directory."""
     from texttune.runs import is_main_process
 
+    if num_processes > 1:
+        raise typer.Exit(_launch(num_processes, config, set_, resume))
     result = _run_kind("classify", config, set_, resume)
     if is_main_process():  # under torchrun: the result once, not once per process
         _print_result(result)
+
+
+def _launch(processes: int, config: Path | None, set_: list[str] | None, resume: Path | None) -> int:
+    """``texttune run --num-processes N``: the same command under torchrun (N processes on this machine,
+    a free loopback port), as ``torchrun --nproc_per_node N -m texttune.cli run ...`` would run it."""
+    import os
+    import socket
+    import subprocess
+
+    if "LOCAL_RANK" in os.environ:
+        raise TexttuneError("--num-processes: already one of several processes (torchrun); drop the option")
+    with socket.socket() as probe:  # a port free now, for the processes to meet on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = [*([str(config)] if config is not None else []), *(a for item in set_ or [] for a in ("--set", item)),
+            *(["--resume", str(resume)] if resume is not None else [])]
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+               "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "texttune.cli", "run", *args]
+    return subprocess.run(command).returncode
 
 
 def _interrupted(run_dir: Path | None, command: str = "run") -> str:
