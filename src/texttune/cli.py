@@ -390,13 +390,17 @@ def export(
 def compare(
     spec: Annotated[Path, typer.Argument(help="Comparison spec (YAML): base config, axes, seeds, stages.")],
     set_: SetOption = None,
+    parallel: Annotated[int, typer.Option(help="Cells of a stage run at once, each in a worker process "
+                                               "(one GPU each, or a share of the CPU cores).")] = 1,
+    executor: Annotated[str, typer.Option(help="Where workers run: local (processes here) or ray (a Ray "
+                                               "cluster: RAY_ADDRESS, else a local instance).")] = "local",
 ) -> None:
     """Run a matrix of experiments on equal terms (resuming a previous attempt) and rank them."""
     from texttune.tasks.compare import run_comparison
     from texttune.reports.leaderboard import markdown
 
     try:
-        root, board = run_comparison(spec, overrides=set_ or [])
+        root, board = run_comparison(spec, overrides=set_ or [], parallel=parallel, executor=executor)
     except KeyboardInterrupt:
         err.print(f"interrupted; rerun texttune compare {spec} to keep finished cells and resume the rest")
         raise typer.Exit(130) from None

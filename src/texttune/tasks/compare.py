@@ -215,12 +215,22 @@ def run_cell(cell: Cell, folder: Path, references: dict[str, str], where: str, c
     return run_experiment(config, callbacks=callbacks).run_dir
 
 
-def run_comparison(spec_path: str | Path, callbacks=None, overrides: list[str] | tuple[str, ...] = ()
-                   ) -> tuple[Path, dict[str, Any]]:
+def run_comparison(spec_path: str | Path, callbacks=None, overrides: list[str] | tuple[str, ...] = (),
+                   parallel: int = 1, executor: str = "local") -> tuple[Path, dict[str, Any]]:
     """Run (or resume) every cell of the spec, then write the leaderboard, charts and comparison.html.
-    ``overrides`` (``key=value``, as ``--set``) apply to every cell of every stage."""
+    ``overrides`` (``key=value``, as ``--set``) apply to every cell of every stage. ``parallel`` > 1
+    runs up to that many cells of a stage at once, each in a worker process (stages still run in
+    order: a later one refers to an earlier one's runs); ``callbacks`` then cannot be used.
+    ``executor="ray"`` sends the cells to a Ray cluster instead (``parallel`` at a time)."""
     from texttune.config import parse_override
 
+    if parallel < 1:
+        raise TexttuneError(f"--parallel: expected a number of workers >= 1, got {parallel}")
+    if executor not in ("local", "ray"):
+        raise TexttuneError(f"--executor: expected local or ray, got {executor!r}")
+    ray = _import_ray() if executor == "ray" else None
+    if (parallel > 1 or ray) and callbacks:
+        raise ValueError("callbacks live in this process: they cannot run in worker processes (parallel > 1)")
     spec_path = Path(spec_path)
     spec = load_spec(spec_path)
     for item in overrides:
@@ -232,16 +242,180 @@ def run_comparison(spec_path: str | Path, callbacks=None, overrides: list[str] |
     finished: dict[tuple[str, str], list[tuple[int, Path]]] = {}
     total, done = sum(len(c) for c in stages), 0
     for cells in stages:
-        for cell in cells:
-            done += 1
-            log.info("== cell %d/%d: %s/%s", done, total, cell.stage, cell.folder_name)
-            folder = root / "cells" / cell.stage / cell.folder_name
-            run = run_cell(cell, folder, _references_for(cell, references), f"{spec_path} ({cell.stage})", callbacks)
+        where = f"{spec_path} ({cells[0].stage})"
+        if ray is not None:
+            stage_runs = _run_on_ray(ray, cells, root, references, where, parallel, done, total)
+        elif parallel == 1:
+            stage_runs = _run_here(cells, root, references, where, callbacks, done, total)
+        else:
+            stage_runs = _run_in_workers(cells, root, references, where, parallel, done, total)
+        done += len(cells)
+        for cell, run in zip(cells, stage_runs):
             finished.setdefault((cell.stage, cell.name), []).append((cell.seed, run))
             references.setdefault(f"{cell.stage}@{cell.seed}", str(run))
             references.setdefault(cell.stage, str(run))
     board = leaderboard(spec, stages, finished, root)
     return root, board
+
+
+def _cell_folder(root: Path, cell: Cell) -> Path:
+    return root / "cells" / cell.stage / cell.folder_name
+
+
+def _run_here(cells: list[Cell], root: Path, references: dict[str, str], where: str, callbacks,
+              done: int, total: int) -> list[Path]:
+    """One stage's cells one after the other, in this process."""
+    out = []
+    for i, cell in enumerate(cells, done + 1):
+        log.info("== cell %d/%d: %s/%s", i, total, cell.stage, cell.folder_name)
+        out.append(run_cell(cell, _cell_folder(root, cell), _references_for(cell, references), where, callbacks))
+    return out
+
+
+CELL_LOG = "cell.log"  # in a cell's folder (beside its runs): the log of the workers that ran it
+
+
+def _run_in_workers(cells: list[Cell], root: Path, references: dict[str, str], where: str, parallel: int,
+                    done: int, total: int) -> list[Path]:
+    """One stage's cells, ``parallel`` at a time, each in a worker process (``cell_worker``) that runs
+    it exactly as ``run_cell`` does here; each worker's lines go to the cell's log, one line per cell
+    started and finished here."""
+    from texttune import workers
+
+    slots = workers.slots(parallel)
+    jobs = [workers.Job(p["label"], __name__, cell_worker.__name__, p, Path(p["folder"]) / CELL_LOG)
+            for p in _payloads(cells, root, references, where, slots[0].num_threads, done)]
+    numbers = {job.label: job.payload["number"] for job in jobs}
+
+    def started(job: workers.Job, pid: int) -> None:
+        log.info("== cell %d/%d: %s started (worker pid %d, log %s)", numbers[job.label], total, job.label, pid,
+                 job.log)
+
+    def ended(job: workers.Job, seconds: float) -> None:
+        log.info("   cell %d/%d: %s finished in %.0f s", numbers[job.label], total, job.label, seconds)
+
+    workers.run_jobs(jobs, slots, started, ended)
+    return [finished_run(_cell_folder(root, cell)) for cell in cells]
+
+
+def _payloads(cells: list[Cell], root: Path, references: dict[str, str], where: str, num_threads: int | None,
+              done: int) -> list[dict[str, Any]]:
+    """The jobs (JSON) of a stage's cells that have yet to finish; finished cells are kept, no worker
+    started for them."""
+    out = []
+    for number, cell in enumerate(cells, done + 1):
+        folder = _cell_folder(root, cell)
+        label = f"{cell.stage}/{cell.folder_name}"
+        if finished_run(folder) is not None:
+            log.info("== cell %d: %s: finished earlier, kept (%s)", number, label, finished_run(folder))
+            continue
+        out.append({"label": label, "number": number, "cell": _cell_record(cell, num_threads),
+                    "folder": str(folder), "references": _references_for(cell, references), "where": where})
+    return out
+
+
+def _cell_record(cell: Cell, num_threads: int | None) -> dict[str, Any]:
+    """The cell as JSON for its worker, with the worker's share of the cores as ``train.num_threads``
+    unless the cell's config sets it (a spec that pins threads knows what it measures)."""
+    overrides = dict(cell.overrides)
+    if num_threads is not None and "num_threads" not in cell.config.train.model_fields_set:
+        overrides["train.num_threads"] = num_threads
+    return {"stage": cell.stage, "name": cell.name, "seed": cell.seed, "axes": cell.axes, "overrides": overrides,
+            "base": str(cell.base) if cell.base is not None else None}
+
+
+def cell_worker() -> None:
+    """Entry of a worker process: run the cell of the job on stdin; log lines go to stdout (the cell's
+    log); a TexttuneError ends the log with its message for the parent, Ctrl-C ends it quietly."""
+    import sys
+
+    from texttune.workers import job_input, report_error
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        run_payload(job_input())
+    except TexttuneError as error:
+        report_error(str(error))
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        log.info("interrupted")
+        sys.exit(130)
+
+
+def run_payload(job: dict[str, Any]) -> Path:
+    """In a worker (a process, a Ray task): the cell of ``job`` run by ``run_cell``, as it would run here."""
+    import os
+
+    log.info("worker pid %d: %s", os.getpid(), job["label"])
+    record = job["cell"]
+    cell = Cell(**{**record, "base": Path(record["base"]) if record["base"] else None})
+    run = run_cell(cell, Path(job["folder"]), job["references"], job["where"])
+    log.info("worker pid %d: finished %s", os.getpid(), run)
+    return run
+
+
+# --------------------------------------------------------------------------- on a Ray cluster
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise TexttuneError("--executor ray needs the ray package: pip install 'texttune[ray]'") from None
+    return ray
+
+
+def _ray_cell(job: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A Ray task: (the cell's run, None), or (None, the message of its TexttuneError); the cell's log
+    is a file in its folder, as with local workers (the folder is on storage the cluster shares)."""
+    handler = logging.FileHandler(Path(job["folder"]) / CELL_LOG, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        Path(job["folder"]).mkdir(parents=True, exist_ok=True)
+        return str(run_payload(job)), None
+    except TexttuneError as error:
+        return None, f"{job['label']}: {error}"
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _run_on_ray(ray, cells: list[Cell], root: Path, references: dict[str, str], where: str, parallel: int,
+                done: int, total: int) -> list[Path]:
+    """One stage's cells as Ray tasks, ``parallel`` at a time: one GPU each when the cluster has GPUs
+    (Ray sets CUDA_VISIBLE_DEVICES), else the cluster's cores split as for local workers."""
+    if not ray.is_initialized():
+        ray.init()  # RAY_ADDRESS when set (a cluster), else a local instance
+    resources = ray.cluster_resources()
+    threads = None if resources.get("GPU") else max(1, int(resources.get("CPU", 1)) // parallel)
+    task = ray.remote(_ray_cell).options(**({"num_gpus": 1} if threads is None else {"num_cpus": threads}))
+    pending, running, failure = _payloads(cells, root, references, where, threads, done), {}, None
+    try:
+        while pending or running:
+            while pending and len(running) < parallel and failure is None:
+                job = pending.pop(0)
+                running[task.remote(job)] = job
+                log.info("== cell %d/%d: %s started on Ray", job["number"], total, job["label"])
+            if not running:
+                break
+            (ready,), _ = ray.wait(list(running), num_returns=1)
+            job = running.pop(ready)
+            run, message = ray.get(ready)
+            failure = failure or message
+            if run is not None:
+                log.info("   cell %d/%d: %s finished", job["number"], total, job["label"])
+    except KeyboardInterrupt:
+        for ref in running:
+            ray.cancel(ref)  # a KeyboardInterrupt in the task: the run stops as on a terminal
+        raise
+    if failure is not None:
+        raise TexttuneError(failure)
+    return [finished_run(_cell_folder(root, cell)) for cell in cells]
 
 
 def _references_for(cell: Cell, references: dict[str, str]) -> dict[str, str]:
