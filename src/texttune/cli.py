@@ -501,7 +501,11 @@ def pretrain(
     resume: ResumeOption = None,
 ) -> None:
     """Masked-LM pre-training of a BERT-style encoder on a corpus (held-out accuracy and perplexity)."""
+    from texttune.runs import is_main_process
+
     result = _run_kind("mlm", config, set_, resume)
+    if not is_main_process():  # under torchrun: the summary once, not once per process
+        return
     held = result.metrics["held_out"]
     say(f"held-out masked-token accuracy {held['accuracy']:.4f}, perplexity {held['perplexity']:.2f} "
         f"({held['num_masked']:,} masked tokens); wall {result.metrics['wall_time_s']:.0f} s")
@@ -533,9 +537,11 @@ def sft(
     resume: ResumeOption = None,
 ) -> None:
     """Instruction fine-tuning of a causal LM, loss on the assistant's tokens only."""
-    from texttune.runs import MODEL
+    from texttune.runs import MODEL, is_main_process
 
     result = _run_kind("sft", config, set_, resume)
+    if not is_main_process():  # under torchrun: the summary once, not once per process
+        return
     before, after = result.metrics["validation_before"], result.metrics["validation"]
     say(f"held-out loss {before['loss']:.4f} -> {after['loss']:.4f} ({after['supervised_tokens']:,} "
         f"assistant tokens); {result.metrics['seconds_per_step']:.2f} s per step; model: {result.run_dir / MODEL}")

@@ -181,3 +181,108 @@ def test_kill_9_of_a_two_process_run_resumes_under_two_processes(two_process_run
     assert scores(runs.read_json(run_dir, runs.METRICS)) == scores(runs.read_json(whole, runs.METRICS))
     records = lambda d: [scores(r) for r in runs.read_records(d)]  # noqa: E731
     assert records(run_dir) == records(whole)
+
+
+# --------------------------------------------------------------------------- pre-training and SFT
+
+
+def contract_tasks():
+    """tests/contract/test_tasks.py (the tiny config of each kind, the record files every kind
+    writes), loaded by path: the test folders are not packages."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "contract" / "test_tasks.py"
+    if "test_tasks" in sys.modules and Path(sys.modules["test_tasks"].__file__).resolve() == path:
+        return sys.modules["test_tasks"]
+    spec = importlib.util.spec_from_file_location("test_tasks", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["test_tasks"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def lm_files(tmp_path_factory) -> dict[str, Path]:
+    """The corpus and the prompt/completion pairs of the contract tests' tiny configs."""
+    from conftest import LM_TEXTS
+
+    folder = tmp_path_factory.mktemp("dp-lm-data")
+    corpus, pairs = folder / "corpus.txt", folder / "pairs.jsonl"
+    corpus.write_text("\n".join(LM_TEXTS[:120]), encoding="utf-8")
+    pairs.write_text("".join(json.dumps({"prompt": LM_TEXTS[i], "completion": LM_TEXTS[i + 1]}) + "\n"
+                             for i in range(0, 40, 2)), encoding="utf-8")
+    return {"toy": folder / "unused.csv", "corpus": corpus, "pairs": pairs}
+
+
+# Batches of one example: the 3 held-out blocks of 10 tokens (mlm) and the 5 validation conversations
+# (sft) fall unevenly on two processes.
+LM_EXTRA = {"mlm": ["train.eval_batch_size=1", "mlm.block_size=10"],
+            "sft": ["train.eval_batch_size=1", "data.validation_size=0.25"]}
+FINAL = {"mlm": "held_out", "sft": "validation"}
+
+
+@pytest.fixture(scope="module", params=["mlm", "sft"])
+def lm_run(request, lm_files, tiny_model_dir, tiny_lm, tmp_path_factory) -> tuple[str, Path]:
+    kind = request.param
+    contract = contract_tasks()
+    output = tmp_path_factory.mktemp(f"dp-{kind}")
+    items = [*contract.tiny_overrides(kind, lm_files, tiny_model_dir, tiny_lm), *LM_EXTRA[kind],
+             f"output_dir={output}"]
+    sets = itertools.chain.from_iterable(("--set", item) for item in items)
+    proc = torchrun("-m", "texttune.cli", runs.TASKS.get(kind).command, *sets)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    said = proc.stdout + proc.stderr
+    assert "process 0 of 2" in said and "process 1 of 2" in said
+    dirs = list(output.iterdir())
+    assert len(dirs) == 1, f"one run directory, not {sorted(d.name for d in dirs)}"
+    return kind, dirs[0]
+
+
+def test_two_process_language_model_runs_write_one_complete_run_directory(lm_run):
+    kind, run_dir = lm_run
+    contract = contract_tasks()
+    assert {p.name for p in run_dir.iterdir()} == contract.COMMON | contract.OWN[kind]
+    metrics = runs.read_json(run_dir, runs.METRICS)
+    assert (metrics["world_size"], metrics["global_batch_size"], metrics["steps"]) == (2, 8, contract.STEPS)
+    records = [(r["type"], r["step"]) for r in runs.read_records(run_dir)]
+    assert len(records) == len(set(records)) == contract.STEPS + contract.STEPS // contract.EVERY
+
+
+def one_process_evaluation(kind: str, run_dir: Path) -> dict:
+    """The saved model evaluated here, in one process, on the run's held-out data."""
+    from texttune.models.saving import load_tokenizer_from
+
+    config = runs.TASKS.get(kind).load_config(run_dir / runs.CONFIG, [])
+    folder = run_dir / runs.MODEL
+    tokenizer = load_tokenizer_from(folder)
+    if kind == "mlm":
+        from transformers import AutoModelForMaskedLM
+
+        from texttune.models.saving import load_pretrained
+        from texttune.tasks.mlm import MaskedLMTask, blocks, corpus_splits
+
+        model = load_pretrained(AutoModelForMaskedLM, folder, strict=True)
+        _, texts, _ = corpus_splits(config.corpus, config.seed)
+        data = blocks(texts, tokenizer, config.mlm.block_size)
+        task = MaskedLMTask(tokenizer, config.mlm, config.seed)
+    else:
+        from texttune.tasks import sft
+
+        model, tokenizer = sft.load_causal_lm(str(folder))
+        _, conversations, _ = sft.load_conversations(config.data, config.seed)
+        data = sft.encode_conversations(conversations, tokenizer, config.model.max_length,
+                                        sft._template(tokenizer))
+        task = sft.SFTTask()
+    assert len(data) >= 3, "too few held-out batches to shard unevenly"
+    return task.evaluate(model, data, tokenizer.pad_token_id, config.train.eval_batch_size, None)
+
+
+def test_two_process_language_model_evaluation_equals_one_process_evaluation(lm_run):
+    """Held-out loss, accuracy, perplexity and token counts (mlm: the same seeded masks) recorded by the
+    two processes are those of one process evaluating the saved weights."""
+    kind, run_dir = lm_run
+    recorded = runs.read_json(run_dir, runs.METRICS)[FINAL[kind]]
+    here = one_process_evaluation(kind, run_dir)
+    assert set(here) == set(recorded)
+    for key, value in here.items():
+        assert recorded[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key

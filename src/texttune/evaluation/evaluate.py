@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from typing import Any
 
@@ -12,35 +13,44 @@ from texttune.data.tokenize import Encoded, collate, eval_batches
 from texttune.evaluation.metrics import MetricAccumulator
 
 
+def map_sharded(compute: Callable[[Any], Any], items: Iterable[Any], accelerator=None) -> Iterator[Any]:
+    """``compute(item)`` for every item, in the items' order, whatever the process count.
+
+    Under N processes every process goes through all the items (so work done while producing them,
+    such as seeded masking, stays in step with one process) and computes every N-th; the results are
+    gathered as objects (nothing padded, no item twice), so every process gets those of one process."""
+    if accelerator is None or accelerator.num_processes == 1:
+        yield from map(compute, items)
+        return
+    rank, n = accelerator.process_index, accelerator.num_processes
+    mine = [(i, compute(item)) for i, item in enumerate(items) if i % n == rank]
+    gathered = accelerator.gather_for_metrics(mine, use_gather_object=True)  # every rank's, on every rank
+    for _, result in sorted(gathered, key=lambda item: item[0]):
+        yield result
+
+
 def iter_logits(model, data: Encoded, pad_id: int, batch_size: int, device: torch.device, autocast=None,
                 accelerator=None):
     """Yield (indices, logits (B, C) float32 on CPU) over ``data`` in length-sorted batches.
 
-    The batches and their order are those of one process whatever the process count: under N
-    processes each computes every N-th batch and the logits are gathered (as objects, so nothing is
-    padded and no example is duplicated), so metrics are those of a 1-process evaluation."""
-    batches = eval_batches(data.lengths, batch_size)
-    if accelerator is None or accelerator.num_processes == 1:
-        yield from _forward(model, data, pad_id, batches, device, autocast)
-        return
-    mine = range(accelerator.process_index, len(batches), accelerator.num_processes)
-    computed = [(i, logits) for i, (_, logits) in
-                zip(mine, _forward(model, data, pad_id, [batches[i] for i in mine], device, autocast))]
-    gathered = accelerator.gather_for_metrics(computed, use_gather_object=True)  # every rank's, on every rank
-    for i, logits in sorted(gathered, key=lambda item: item[0]):
-        yield batches[i], logits
+    The batches and their order are those of one process whatever the process count
+    (``map_sharded``), so metrics are those of a 1-process evaluation."""
+    def forward(indices: np.ndarray):
+        batch = collate(data, indices, pad_id)
+        batch.pop("labels")
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast() if autocast is not None else nullcontext():
+            return indices, model(**batch).logits.float().cpu()
 
-
-def _forward(model, data: Encoded, pad_id: int, batches: list[np.ndarray], device: torch.device, autocast):
     model.eval()
     with torch.inference_mode():
-        for indices in batches:
-            batch = collate(data, indices, pad_id)
-            batch.pop("labels")
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with autocast() if autocast is not None else nullcontext():
-                logits = model(**batch).logits
-            yield indices, logits.float().cpu()
+        yield from map_sharded(forward, eval_batches(data.lengths, batch_size), accelerator)
+
+
+def evaluation_model(model, accelerator):
+    """The bare module to evaluate: a DDP wrapper would sync buffers at each forward, and ranks
+    evaluate different numbers of batches."""
+    return accelerator.unwrap_model(model) if accelerator is not None else model
 
 
 CALIBRATED_KEYS = ("log_loss", "ece", "reliability")
@@ -63,10 +73,7 @@ def evaluate(
     logits / temperature, from the same forward pass."""
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     autocast = accelerator.autocast if accelerator is not None else None
-    if accelerator is not None:
-        # The bare module: a DDP wrapper would sync buffers at each forward, and ranks evaluate
-        # different numbers of batches.
-        model = accelerator.unwrap_model(model)
+    model = evaluation_model(model, accelerator)
     raw = MetricAccumulator(len(label_names), label_names, keep_worst=keep_worst)
     scaled = MetricAccumulator(len(label_names), label_names) if temperature is not None else None
     collected = torch.empty((len(data), len(label_names))) if collect_logits else None

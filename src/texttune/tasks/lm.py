@@ -12,9 +12,12 @@ class LanguageModelTask:
     """Base of the ``mlm`` and ``sft`` tasks (``runs.Task``): the steps they do alike."""
 
     def save_model(self, trainer, tokenizer, run_dir: Path):
-        """``run_dir/model``: the trained model and its tokenizer (``save_pretrained``); the model."""
+        """``run_dir/model``: the trained model and its tokenizer (``save_pretrained``), written by the
+        main process alone (N processes: see runs.py); the model."""
         model = trainer.accelerator.unwrap_model(trainer.model)
-        runs.save_model_folder(run_dir, lambda folder: (model.save_pretrained(folder), tokenizer.save_pretrained(folder)))
+        if trainer.accelerator.is_main_process:
+            runs.save_model_folder(run_dir, lambda folder: (model.save_pretrained(folder),
+                                                            tokenizer.save_pretrained(folder)))
         return model
 
     def report(self, run_dir: Path) -> None:

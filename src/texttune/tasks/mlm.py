@@ -179,8 +179,22 @@ class MaskedLMTask:
     def collate(self, data: Encoded, indices: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
         batch = collate(data, indices, pad_id)
         batch.pop("labels")
-        batch["input_ids"], batch["labels"] = self.mask(batch["input_ids"])
+        batch["input_ids"], batch["labels"] = self._mask_share(batch["input_ids"])
         return batch
+
+    def _mask_share(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training masks of this process's share of a global batch (rows r, r + N, ... of it: the
+        loop's ``_share``). Every process draws from the same RNG state (one seed; the checkpoint's
+        restored on all), so masking the share alone would give every process the same masks; each
+        masks a global batch's worth of rows, its row k at position k·N + r, and keeps those."""
+        from accelerate import PartialState
+
+        processes = PartialState()
+        n, rank = processes.num_processes, processes.process_index
+        if n == 1:
+            return self.mask(input_ids)
+        masked, labels = self.mask(input_ids.repeat_interleave(n, dim=0))  # (B·N, T): row k·N + j = row k
+        return masked[rank::n], labels[rank::n]
 
     def loss(self, model, batch: dict[str, torch.Tensor], accelerator) -> torch.Tensor:
         batch = dict(batch)
@@ -190,24 +204,38 @@ class MaskedLMTask:
             return torch.nn.functional.cross_entropy(logits.float(), targets)
 
     def evaluate(self, model, data: Encoded, pad_id: int, batch_size: int, accelerator) -> dict[str, Any]:
-        collator = self._collator(seed=self.seed + 1)  # the same masks at every evaluation
-        model.eval()
-        total_loss, correct, masked = 0.0, 0, 0
+        from texttune.evaluation.evaluate import evaluation_model, map_sharded
+
+        model = evaluation_model(model, accelerator)
         device = accelerator.device if accelerator is not None else torch.device("cpu")
+
+        def scores(batch: dict[str, torch.Tensor]) -> tuple[float, int, int]:
+            """(summed loss, correct, masked) of one masked batch."""
+            batch = {k: v.to(device) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            logits, targets = masked_logits(model, batch, labels)
+            logits = logits.float()
+            return (float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum")),
+                    int((logits.argmax(-1) == targets).sum()), len(targets))
+
+        model.eval()
         with torch.inference_mode():
-            for start in range(0, len(data), batch_size):
-                batch = collate(data, np.arange(start, min(start + batch_size, len(data))), pad_id)
-                batch.pop("labels")
-                batch["input_ids"], labels = self.mask(batch["input_ids"], collator)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                logits, targets = masked_logits(model, batch, labels.to(device))
-                logits = logits.float()
-                total_loss += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
-                correct += int((logits.argmax(-1) == targets).sum())
-                masked += len(targets)
+            # Every process masks every batch (map_sharded): the seeded masks are one process's.
+            per_batch = list(map_sharded(scores, self._masked_batches(data, pad_id, batch_size), accelerator))
+        total_loss, correct, masked = (sum(c) for c in zip(*per_batch)) if per_batch else (0.0, 0, 0)
         loss = total_loss / max(masked, 1)
         return {"loss": loss, "accuracy": correct / max(masked, 1), "perplexity": math.exp(min(loss, 50.0)),
                 "num_masked": masked, "num_examples": len(data)}
+
+    def _masked_batches(self, data: Encoded, pad_id: int, batch_size: int):
+        """The held-out batches in order, masked by a collator seeded afresh: the same masks at every
+        evaluation."""
+        collator = self._collator(seed=self.seed + 1)
+        for start in range(0, len(data), batch_size):
+            batch = collate(data, np.arange(start, min(start + batch_size, len(data))), pad_id)
+            batch.pop("labels")
+            batch["input_ids"], batch["labels"] = self.mask(batch["input_ids"], collator)
+            yield batch
 
 
 def masked_logits(model, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -286,6 +314,7 @@ class Pretrain(LanguageModelTask):
 
     kind = "mlm"
     command = "pretrain"
+    data_parallel = True  # runs under torchrun with N processes (runs.run_task)
 
     def load_config(self, path: Path | None, overrides: list[str]) -> PretrainExperiment:
         return load_pretrain_config(path, overrides)
@@ -294,8 +323,10 @@ class Pretrain(LanguageModelTask):
         train_texts, test_texts, info = corpus_splits(config.corpus, config.seed)
         # The tokenizer trained for this run is kept beside its checkpoints: a resumed run reads the
         # ids its checkpoint was trained on (a BPE trainer may order merges of equal counts otherwise).
+        # Under N processes the main one prepares first (runs.run_task) and keeps it; the others read
+        # it, as a resumed run does, so that every process has the same ids.
         kept = run_dir / runs.CHECKPOINTS / "tokenizer"
-        if resuming and kept.is_dir():
+        if (resuming and kept.is_dir()) or not runs.is_main_process():
             from texttune.models.saving import load_tokenizer_from
 
             tokenizer = load_tokenizer_from(kept)
@@ -306,7 +337,8 @@ class Pretrain(LanguageModelTask):
             test_texts, tokenizer, config.mlm.block_size)
         info.update(train_blocks=len(train), held_out_blocks=len(held_out), block_size=config.mlm.block_size,
                     train_tokens=int(train.offsets[-1]), vocab_size=len(tokenizer))
-        atomic_write_json(run_dir / runs.DATA, info)
+        if runs.is_main_process():
+            atomic_write_json(run_dir / runs.DATA, info)
         torch.manual_seed(config.seed)
         model = build_mlm_model(config.model, tokenizer, config.mlm.block_size)
         return runs.Prepared(model, tokenizer, train, held_out, MaskedLMTask(tokenizer, config.mlm, config.seed),

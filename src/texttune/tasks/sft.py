@@ -155,19 +155,25 @@ class SFTTask:
             return model(**batch).loss.float()
 
     def evaluate(self, model, data: Encoded, pad_id: int, batch_size: int, accelerator) -> dict[str, Any]:
-        model.eval()
+        from texttune.evaluation.evaluate import evaluation_model, map_sharded
+
+        model = evaluation_model(model, accelerator)
         device = accelerator.device if accelerator is not None else torch.device("cpu")
-        total, count = 0.0, 0
-        with torch.inference_mode():
-            for start in range(0, len(data), batch_size):
-                batch = self.collate(data, np.arange(start, min(start + batch_size, len(data))), pad_id)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-                labels = batch["labels"][:, 1:]  # token t predicts token t + 1
-                chosen = labels != -100
-                total += float(torch.nn.functional.cross_entropy(logits[:, :-1][chosen], labels[chosen],
-                                                                 reduction="sum"))
-                count += int(chosen.sum())
+
+        def scores(start: int) -> tuple[float, int]:
+            """(summed loss, supervised tokens) of the batch starting at example ``start``."""
+            batch = self.collate(data, np.arange(start, min(start + batch_size, len(data))), pad_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits, labels = logits.float(), batch["labels"][:, 1:]  # token t predicts token t + 1
+            chosen = labels != -100
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1][chosen], labels[chosen], reduction="sum")
+            return float(loss), int(chosen.sum())
+
+        model.eval()
+        with torch.inference_mode():  # N processes: each a share of the batches, sums as in one process
+            per_batch = list(map_sharded(scores, range(0, len(data), batch_size), accelerator))
+        total, count = (sum(column) for column in zip(*per_batch)) if per_batch else (0.0, 0)
         loss = total / max(count, 1)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "supervised_tokens": count,
                 "num_examples": len(data)}
@@ -280,6 +286,7 @@ class InstructionTuning(LanguageModelTask):
 
     kind = "sft"
     command = "sft"
+    data_parallel = True  # runs under torchrun with N processes (runs.run_task)
 
     def load_config(self, path: Path | None, overrides: list[str]) -> SFTExperiment:
         return load_sft_config(path, overrides)
@@ -292,7 +299,8 @@ class InstructionTuning(LanguageModelTask):
         train = encode_conversations(train_conv, tokenizer, config.model.max_length, template)
         val = encode_conversations(val_conv, tokenizer, config.model.max_length, template)
         info.update(train_tokens=int(train.offsets[-1]), supervised_train_tokens=int(train.type_ids.sum()))
-        atomic_write_json(run_dir / runs.DATA, info)
+        if runs.is_main_process():  # the others only read the data (N processes: see runs.py)
+            atomic_write_json(run_dir / runs.DATA, info)
         if config.lora is not None:
             train_lora_only(model, config.lora)
         return runs.Prepared(model, tokenizer, train, val, SFTTask(), pad_id=tokenizer.pad_token_id)
