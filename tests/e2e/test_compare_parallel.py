@@ -5,13 +5,11 @@ cell stops the comparison with its own message; ``--executor ray`` without ray s
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -72,18 +70,17 @@ def test_two_workers_give_the_leaderboard_of_one_cell_after_another(interrupted,
 def test_cells_ran_in_two_worker_processes_at_once(interrupted):
     logs = sorted((interrupted["root"] / "cells" / "main").glob(f"*/{CELL_LOG}"))
     assert len(logs) == 4
-    starts, pids = {}, set()
+    pids = set()
     for path in logs:
         lines = [line for line in path.read_text().splitlines() if " worker pid " in line]
         pids.update(int(line.split(" worker pid ")[1].split(":")[0]) for line in lines)
-        starts[path.parent.name] = datetime.fromisoformat(lines[0][:23].replace(",", "."))
     assert len(pids) >= 4 and os.getpid() not in pids  # one process per cell attempt, none of them this one
-    # The second cell started before the first one finished: two at once.
-    first = min(starts, key=starts.get)
-    second = min((c for c in starts if c != first), key=starts.get)
-    finished = datetime.fromtimestamp(next((interrupted["root"] / "cells" / "main" / first).glob(
-        f"*/{runs.METRICS}")).stat().st_mtime)
-    assert starts[second] < finished
+    # Two at once: the parent started a second worker before any cell finished. (Read from the parent's
+    # own lines, not from the workers' clocks: a tiny cell may finish before a second worker has even
+    # imported torch, which made a timing comparison flaky.)
+    events = [line for line in interrupted["out"].splitlines() if " started (worker pid " in line
+              or line.strip().startswith("cell ") and " finished in " in line]
+    assert len(events) >= 2 and all(" started (worker pid " in line for line in events[:2]), events
 
 
 def test_ctrl_c_stops_the_workers_and_a_rerun_keeps_the_finished_cells(interrupted):
