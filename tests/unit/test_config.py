@@ -221,7 +221,7 @@ def test_an_alias_bomb_is_refused_at_once(tmp_path):
     start = time.perf_counter()
     with pytest.raises(ConfigError, match=rf"^{path}: line \d+: YAML expands to more than 100,000 values"):
         load_config(path)
-    assert time.perf_counter() - start < 5  # it took 245 s and 16.9 GB before the bound
+    assert time.perf_counter() - start < 10  # it took 245 s and 16.9 GB before the bound
 
 
 def test_an_alias_bomb_in_set_is_refused_in_a_short_message():

@@ -18,7 +18,7 @@ from texttune.errors import TexttuneError
 
 BUDGET = settings(max_examples=150, deadline=None, derandomize=True,
                   suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-SECONDS = 5.0  # per input: every reader is bounded, whatever it is given (typically a few ms)
+SECONDS = 10.0  # per input: every reader is bounded, whatever it is given (typically a few ms)
 
 KEYS = ["name", "seed", "data", "dataset", "train_file", "model", "strategy", "train", "lr", "epochs",
         "path", "rank", "checks", "policy", "extends", "axes", "base", "seeds", "<<", "x", ""]
