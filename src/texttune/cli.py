@@ -585,6 +585,22 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     _show_library_log()
     try:
+        return _main(argv)
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, leave the process group before the interpreter exits: a gloo group torn down by
+    interpreter shutdown instead aborts a process now and then ("terminate called without an active
+    exception", exit -6) after a complete run."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
         result = app(args=argv, prog_name="texttune", standalone_mode=False)
     except TexttuneError as error:
         err.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
