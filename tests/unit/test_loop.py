@@ -473,3 +473,23 @@ def test_resumed_fit_matches_an_uninterrupted_one(tmp_path, log_every_steps):
         for key in ("loss", "lr", "grad_norm", "accuracy", "log_loss"):
             if key in x:
                 assert y[key] == pytest.approx(x[key], abs=1e-6), (x["type"], x["step"], key)
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED", "MEGATRON_LM"])
+def test_sharded_launches_are_refused_by_name_before_training(kind):
+    from accelerate.utils import DistributedType
+
+    from texttune.errors import TexttuneError
+    from texttune.training.loop import refuse_sharding
+
+    with pytest.raises(TexttuneError, match=f"configured for {kind}: texttune trains data-parallel only"):
+        refuse_sharding(DistributedType[kind])
+
+
+@pytest.mark.parametrize("kind", ["NO", "MULTI_CPU", "MULTI_GPU"])
+def test_data_parallel_launches_go_ahead(kind):
+    from accelerate.utils import DistributedType
+
+    from texttune.training.loop import refuse_sharding
+
+    refuse_sharding(DistributedType[kind])

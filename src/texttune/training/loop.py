@@ -29,6 +29,7 @@ from torch import nn
 
 from texttune.config import TrainConfig
 from texttune.data.tokenize import Encoded, epoch_batches
+from texttune.errors import TexttuneError
 from texttune.evaluation.metrics import is_better
 from texttune.models.saving import check_safetensors, reading
 from texttune.training.callbacks import Callback, MetricsFile
@@ -67,6 +68,29 @@ def cpu_only() -> bool:
     """No accelerator device here: Accelerate then needs ``cpu=True`` to see torchrun's processes as
     one CPU (gloo) group rather than N independent runs."""
     return not torch.accelerator.is_available()
+
+
+# Accelerate configs that shard parameters or optimizer state across processes.
+SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
+
+
+def refuse_sharding(distributed_type) -> None:
+    """FSDP / DeepSpeed launches stop here, before any training, instead of saving garbage.
+
+    The loop writes checkpoints, the best weights and the final model from the main process's own
+    copy of the parameters, and restores the best weights into that copy: right under DDP (every
+    rank holds the whole model), wrong once parameters are sharded (each rank holds a slice; the
+    save needs ``accelerator.get_state_dict`` on every rank, the restore a sharded load, the resume
+    a sharded optimizer state). That path has not run on a GPU yet (docs/design.md, "Past one
+    process"), so it is refused by name rather than trusted.
+    """
+    name = getattr(distributed_type, "name", str(distributed_type))
+    if name in SHARDED:
+        raise TexttuneError(
+            f"accelerate is configured for {name}: texttune trains data-parallel only (DDP: every process "
+            "holds the whole model); sharded training (FSDP, DeepSpeed) is not supported yet. Launch "
+            "with a multi-GPU config without sharding (accelerate config: distributed_type MULTI_GPU), "
+            "or torchrun / texttune run --num-processes N")
 
 
 def mixed_precision(setting: str) -> str:
@@ -112,6 +136,7 @@ class Trainer:
             # SDPA then picks the flash / memory-efficient kernels, which take any length.
             torch.backends.cuda.enable_cudnn_sdp(False)
         self.accelerator = Accelerator(mixed_precision=mixed_precision(cfg.mixed_precision), cpu=cpu_only())
+        refuse_sharding(self.accelerator.distributed_type)
         self.world_size = self.accelerator.num_processes
         self.global_batch_size = cfg.per_device_batch_size * self.world_size
         self.batches_per_epoch = math.ceil(len(train_data) / self.global_batch_size)
