@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 from scipy import sparse
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from texttune.config import Section
 
@@ -106,8 +107,10 @@ def _logistic(cfg: _ClassicConfig, C: float):
     return LogisticRegression(C=C, max_iter=cfg.max_iter, class_weight=cfg.class_weight)
 
 
-def choose_C(cfg: _ClassicConfig, features, labels: np.ndarray, seed: int) -> tuple[float, dict[str, float]]:
-    """The C of ``cfg.C`` with the best mean accuracy over stratified folds of the training split."""
+def choose_C(cfg: _ClassicConfig, features, labels: np.ndarray, seed: int, make=None) -> tuple[float, dict[str, float]]:
+    """The C of ``cfg.C`` with the best mean accuracy over stratified folds of the training split
+    (``make(C)``: the estimator; by default the family's logistic regression)."""
+    make = make or (lambda C: _logistic(cfg, C))
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     if len(cfg.C) == 1:
@@ -117,10 +120,57 @@ def choose_C(cfg: _ClassicConfig, features, labels: np.ndarray, seed: int) -> tu
     if folds < 2:  # a class with a single example: no fold split keeps it on both sides
         return cfg.C[len(cfg.C) // 2], {}
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores = {str(C): float(cross_val_score(_logistic(cfg, C), features, labels, cv=splitter).mean())
+    scores = {str(C): float(cross_val_score(make(C), features, labels, cv=splitter).mean())
               for C in cfg.C}
     best = max(cfg.C, key=lambda C: scores[str(C)])
     return best, scores
+
+
+class NBLogisticRegression(ClassifierMixin, BaseEstimator):
+    """NBSVM (Wang & Manning, 2012) as a scikit-learn estimator, so ``cross_val_score`` can choose its C.
+
+    scikit-learn has the pieces (naive-Bayes counts, liblinear) but not the combination: per class,
+    features scaled by the class's log-count ratio, a binary linear model on them, and the paper's
+    interpolation of the weights towards their mean magnitude. The linear models are logistic
+    regressions (liblinear, the fast solver for sparse binary problems), so scores are log-odds.
+    """
+
+    def __init__(self, C: float = 1.0, alpha: float = 1.0, beta: float = 1.0, max_iter: int = 2000,
+                 class_weight: str | None = None, n_classes: int = 2) -> None:
+        self.C, self.alpha, self.beta, self.max_iter = C, alpha, beta, max_iter
+        self.class_weight, self.n_classes = class_weight, n_classes
+
+    def fit(self, x, y: np.ndarray) -> NBLogisticRegression:
+        from sklearn.linear_model import LogisticRegression
+
+        x = sparse.csr_matrix(x)
+        self.classes_ = np.arange(self.n_classes)
+        self.ratios_ = np.zeros((self.n_classes, x.shape[1]), dtype=np.float32)
+        self.coef_ = np.zeros((self.n_classes, x.shape[1]), dtype=np.float32)
+        self.intercept_ = np.zeros(self.n_classes, dtype=np.float32)
+        for c in range(self.n_classes):
+            positive = y == c
+            if positive.all() or not positive.any():  # a class absent from (or alone in) this fold
+                self.intercept_[c] = 10.0 if positive.all() else -10.0
+                continue
+            p = self.alpha + np.asarray(x[positive].sum(axis=0)).ravel()  # r = log((p/|p|) / (q/|q|))
+            q = self.alpha + np.asarray(x[~positive].sum(axis=0)).ravel()
+            self.ratios_[c] = np.log((p / p.sum()) / (q / q.sum()))
+            model = LogisticRegression(C=self.C, solver="liblinear", max_iter=self.max_iter,
+                                       class_weight=self.class_weight)
+            model.fit(x.multiply(self.ratios_[c]).tocsr(), positive.astype(np.int64))
+            w = model.coef_[0]
+            self.coef_[c] = (1 - self.beta) * np.abs(w).mean() + self.beta * w  # the paper's interpolation
+            self.intercept_[c] = model.intercept_[0]
+        return self
+
+    def decision_function(self, x) -> np.ndarray:
+        x = sparse.csr_matrix(x)
+        return np.stack([np.asarray(x.multiply(self.ratios_[c]) @ self.coef_[c]).ravel() + self.intercept_[c]
+                         for c in range(self.n_classes)], axis=1).astype(np.float32)
+
+    def predict(self, x) -> np.ndarray:
+        return self.decision_function(x).argmax(axis=1)
 
 
 class ClassicModel:
@@ -187,22 +237,12 @@ class ClassicModel:
         return self
 
     def _fit_nbsvm(self, x, labels: np.ndarray, seed: int) -> ClassicModel:
-        cfg, classes = self.cfg, len(self.label_names)
-        ratios = np.zeros((classes, x.shape[1]), dtype=np.float32)
-        for c in range(classes):  # one-vs-rest log-count ratio r = log((p/|p|) / (q/|q|))
-            p = cfg.alpha + np.asarray(x[labels == c].sum(axis=0)).ravel()
-            q = cfg.alpha + np.asarray(x[labels != c].sum(axis=0)).ravel()
-            ratios[c] = np.log((p / p.sum()) / (q / q.sum()))
-        self._ratios = ratios
-        # C is chosen once, on the first class's problem when there are two classes, on all otherwise.
-        C, scores = choose_C(cfg, x.multiply(ratios[1 if classes == 2 else 0]).tocsr(), labels, seed)
-        weights, biases = [], []
-        for c in range(classes):
-            model = _logistic(cfg, C).fit(x.multiply(ratios[c]).tocsr(), (labels == c).astype(np.int64))
-            w = model.coef_[0]
-            w = (1 - cfg.beta) * np.abs(w).mean() + cfg.beta * w  # the paper's interpolation
-            weights.append(w), biases.append(model.intercept_[0])
-        self.linear = (np.asarray(weights, dtype=np.float32), np.asarray(biases, dtype=np.float32))
+        cfg = self.cfg
+        make = lambda C: NBLogisticRegression(C=C, alpha=cfg.alpha, beta=cfg.beta, max_iter=cfg.max_iter,
+                                              class_weight=cfg.class_weight, n_classes=len(self.label_names))
+        C, scores = choose_C(cfg, x, labels, seed, make)
+        fitted = make(C).fit(x, labels)
+        self._ratios, self.linear = fitted.ratios_, (fitted.coef_, fitted.intercept_)
         self.info = {"C": C, "cv_accuracy": scores, "features": int(x.shape[1])}
         return self
 
@@ -212,10 +252,9 @@ class ClassicModel:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         x = self.features(texts, pairs)
         if isinstance(self.cfg, NbsvmConfig):
-            weights, biases = self.linear
-            scores = np.stack([np.asarray(x.multiply(self._ratios[c]) @ weights[c]).ravel() + biases[c]
-                               for c in range(len(self.label_names))], axis=1)
-            return scores.astype(np.float32)
+            scores = NBLogisticRegression(n_classes=len(self.label_names))
+            scores.ratios_, (scores.coef_, scores.intercept_) = self._ratios, self.linear
+            return scores.decision_function(x)
         scores = self.linear.decision_function(x)
         if scores.ndim == 1:  # binary LR: one log-odds column; as two logits softmax gives predict_proba
             scores = np.stack([np.zeros_like(scores), scores], axis=1)
