@@ -8,9 +8,14 @@ no global state such as TF32 flags or compile caches leaking between variants):
 - ``texttune``: texttune's own loop with its defaults (dynamic padding, length grouping, bf16
   autocast on a GPU); ``texttune-compile`` adds ``train.compile``.
 
-Two modes: ``throughput`` (W untimed warm-up steps, then T timed steps; the suite repeats it and
-takes the median) and ``epochs`` (whole epochs, validation accuracy after each, for time-to-accuracy
-and evaluation throughput). Every variant sees the same train/validation split (texttune's carve).
+Two modes: ``throughput`` (T × batch examples; one untimed warm-up epoch over them, then one timed
+epoch) and ``epochs`` (whole epochs, all timed, validation accuracy after each, for time-to-accuracy
+and evaluation throughput). Every variant sees the same train/validation split (texttune's carve) and
+times whole epochs over it, so every variant's timed examples are the same set, whatever its order and
+batching: each records which examples it timed (``timed_fingerprint``), and ``bench.run`` refuses to
+compare variants whose sets differ. Real tokens are counted one way for all of them: the non-pad
+tokens of the timed examples, from one tokenization of the shared example list (``real_lengths``);
+each variant's padded tensor size is counted apart (``tensor_tokens``).
 
     python -m bench.minilm --variant texttune --task imdb --mode throughput --json out.json
 """
@@ -18,6 +23,7 @@ and evaluation throughput). Every variant sees the same train/validation split (
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -50,8 +56,7 @@ class Options:
     eval_batch_size: int = 128
     lr: float = 5e-5
     epochs: int = 1
-    warmup_steps: int = 10  # untimed steps before a throughput window
-    timed_steps: int = 100
+    timed_steps: int = 100  # throughput: T × batch_size examples, one untimed epoch then one timed
     max_train: int | None = None  # subset of the train split (quick mode)
     max_validation: int | None = None
     seed: int = 42
@@ -75,26 +80,67 @@ def sync() -> None:
 def load_splits(opts: Options):
     """The train/validation frames every variant uses: texttune's carve of the built-in dataset.
 
-    In ``throughput`` mode the training set is cut to exactly the examples of the W + T steps, so that
-    every variant trains on the same examples once (one epoch, in its own order and batching): the
-    samples/s of two variants then count the same texts, not whichever their samplers drew."""
+    In ``throughput`` mode the training set is cut to the examples of T steps; every variant trains two
+    epochs over them in its own order and batching, the first untimed (warm-up), the second timed: the
+    timed part is then the same texts for every variant, not whichever its sampler drew after W steps."""
     from texttune.config import DataConfig
     from texttune.data.load import load_dataset
 
     name, _ = TASKS[opts.task]
     max_train = opts.max_train
     if opts.mode == "throughput":
-        window = (opts.warmup_steps + opts.timed_steps) * opts.batch_size
+        window = opts.timed_steps * opts.batch_size
         max_train = window if max_train is None else min(max_train, window)
     cfg = DataConfig(dataset=name, max_train_samples=max_train, max_validation_samples=opts.max_validation)
     ds = load_dataset(cfg)
     return ds.splits["train"], ds.splits["validation"], ds.label_names
 
 
+def train_epochs(opts: Options) -> int:
+    return 2 if opts.mode == "throughput" else opts.epochs  # throughput: a warm-up epoch, a timed one
+
+
+def warmup_steps(opts: Options, n_train: int) -> int:
+    """Untimed steps before the clock starts: the warm-up epoch in throughput mode, none in epochs mode."""
+    return math.ceil(n_train / opts.batch_size) if opts.mode == "throughput" else 0
+
+
 def total_steps(opts: Options, n_train: int) -> int:
-    if opts.mode == "throughput":
-        return opts.warmup_steps + opts.timed_steps
-    return opts.epochs * math.ceil(n_train / opts.batch_size)
+    return train_epochs(opts) * math.ceil(n_train / opts.batch_size)
+
+
+def real_lengths(opts: Options, train_df) -> np.ndarray:
+    """Non-pad tokens of each shared training example, from one tokenization (the MiniLM tokenizer,
+    truncated to the task's max_length, special tokens included): the one count every variant's real
+    tokens come from."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(opts.model_path)
+    ids = tokenizer(train_df["text"].tolist(), truncation=True, max_length=TASKS[opts.task][1])["input_ids"]
+    return np.array([len(x) for x in ids], dtype=np.int64)
+
+
+class TimedExamples:
+    """Which shared examples (positions in the train frame) a variant trained on while its clock ran."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+
+    def add(self, ids) -> None:
+        self.ids.extend(int(i) for i in ids)
+
+    def record(self, res: Result, lengths: np.ndarray, epochs_timed: int) -> None:
+        """Real tokens and the fingerprint of the timed set; each example must come ``epochs_timed``
+        times (whole epochs), or the variant's figures would count other work than the others'."""
+        counts = np.bincount(np.asarray(self.ids, dtype=np.int64), minlength=len(lengths))
+        if len(counts) != len(lengths) or not np.all(counts == epochs_timed):
+            raise SystemExit(f"{res.variant}: the timed part did not train every one of the {len(lengths)} "
+                             f"examples {epochs_timed} time(s): {int((counts == 0).sum())} missing, "
+                             f"{int((counts > epochs_timed).sum())} repeated")
+        res.train_samples = len(self.ids)
+        res.train_tokens = int(lengths[self.ids].sum())
+        ordered = np.sort(np.asarray(self.ids, np.int64))
+        res.timed_fingerprint = hashlib.sha256(ordered.tobytes()).hexdigest()[:16]
 
 
 class Clock:
@@ -158,8 +204,9 @@ class Result:
     mode: str
     device: str
     train_samples: int = 0  # examples trained on in the timed part
-    train_tokens: int = 0  # real (non-pad) tokens in the timed part
-    tensor_tokens: int = 0  # tokens including padding
+    train_tokens: int = 0  # real (non-pad) tokens of the timed examples, from the shared count (real_lengths)
+    tensor_tokens: int = 0  # tokens including padding: what this variant's tensors held
+    timed_fingerprint: str = ""  # sha256 of the sorted positions of the timed examples (bench.run compares)
     train_time_s: float = 0.0
     prep_time_s: float = 0.0  # tokenization + model load
     eval_samples: int = 0
@@ -189,7 +236,7 @@ def accuracy(logits: torch.Tensor, labels) -> float:
 # ---------------------------------------------------------------------------- (a) notebook loop
 
 
-def run_notebook(opts: Options, train_df, val_df, labels) -> Result:
+def run_notebook(opts: Options, train_df, val_df, labels, lengths: np.ndarray) -> Result:
     from torch.utils.data import DataLoader, TensorDataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
@@ -203,7 +250,9 @@ def run_notebook(opts: Options, train_df, val_df, labels) -> Result:
     def encode(df):
         enc = tokenizer(df["text"].tolist(), padding="max_length", truncation=True, max_length=max_length,
                         return_tensors="pt")
-        return TensorDataset(enc["input_ids"], enc["attention_mask"], torch.tensor(df["label"].to_numpy()))
+        positions = torch.arange(len(df))  # which shared example: only the bench reads it
+        return TensorDataset(enc["input_ids"], enc["attention_mask"], torch.tensor(df["label"].to_numpy()),
+                             positions)
 
     train_set, val_set = encode(train_df), encode(val_df)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -218,7 +267,7 @@ def run_notebook(opts: Options, train_df, val_df, labels) -> Result:
     def predict() -> torch.Tensor:
         out = []
         with torch.no_grad():
-            for ids, mask, _ in DataLoader(val_set, batch_size=opts.eval_batch_size):
+            for ids, mask, _, _ in DataLoader(val_set, batch_size=opts.eval_batch_size):
                 out.append(model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float().cpu())
         return torch.cat(out)
 
@@ -229,14 +278,14 @@ def run_notebook(opts: Options, train_df, val_df, labels) -> Result:
         model.train()
         return accuracy(logits, val_df["label"].to_numpy())
 
-    clock, step, curve = Clock(), 0, []
+    clock, step, curve, timed = Clock(), 0, [], TimedExamples()
+    warmup = warmup_steps(opts, len(train_set))
     model.train()
-    for epoch in range(opts.epochs if opts.mode == "epochs" else 10**6):
-        timed = opts.mode == "epochs"
-        if timed:
+    for epoch in range(train_epochs(opts)):
+        if opts.mode == "epochs":
             clock.start()
-        for ids, mask, y in loader:
-            if opts.mode == "throughput" and step == opts.warmup_steps:
+        for ids, mask, y, positions in loader:
+            if opts.mode == "throughput" and step == warmup:
                 clock.start()
             ids, mask, y = ids.to(dev), mask.to(dev), y.to(dev)
             loss = model(input_ids=ids, attention_mask=mask, labels=y).loss
@@ -247,17 +296,13 @@ def run_notebook(opts: Options, train_df, val_df, labels) -> Result:
             _ = loss.item()  # the notebooks' running loss
             step += 1
             clock.step(len(y))
-            if opts.mode == "epochs" or step > opts.warmup_steps:
-                res.train_samples += len(y)
-                res.train_tokens += int(mask.sum())
+            if step > warmup:
+                timed.add(positions.tolist())
                 res.tensor_tokens += mask.numel()
-            if step >= steps:
-                break
         clock.stop()
         if opts.mode == "epochs":
             curve.append({"epoch": epoch + 1, "train_time_s": round(clock.elapsed, 2), "val_accuracy": evaluate()})
-        if step >= steps:
-            break
+    timed.record(res, lengths, epochs_timed=train_epochs(opts) - (opts.mode == "throughput"))
     res.train_time_s = round(clock.elapsed, 3)
     res.window_samples_per_s, res.windows = clock.window_median(), len(clock.windows)
     if opts.mode == "epochs":
@@ -271,7 +316,7 @@ def run_notebook(opts: Options, train_df, val_df, labels) -> Result:
 # ---------------------------------------------------------------------------- (b) tuned Trainer
 
 
-def run_trainer(opts: Options, train_df, val_df, labels) -> Result:
+def run_trainer(opts: Options, train_df, val_df, labels, lengths: np.ndarray) -> Result:
     import inspect
 
     from transformers import (
@@ -286,10 +331,13 @@ def run_trainer(opts: Options, train_df, val_df, labels) -> Result:
     tokenizer = AutoTokenizer.from_pretrained(opts.model_path)
 
     class ListDataset(torch.utils.data.Dataset):
-        def __init__(self, df):
+        def __init__(self, df, positions: bool = False):
             enc = tokenizer(df["text"].tolist(), truncation=True, max_length=max_length)
             self.items = [{"input_ids": ids, "attention_mask": m, "labels": int(y)}
                           for ids, m, y in zip(enc["input_ids"], enc["attention_mask"], df["label"])]
+            if positions:  # which shared example: the collator takes it out before padding
+                for i, item in enumerate(self.items):
+                    item["position"] = i
 
         def __len__(self):
             return len(self.items)
@@ -297,7 +345,7 @@ def run_trainer(opts: Options, train_df, val_df, labels) -> Result:
         def __getitem__(self, i):
             return self.items[i]
 
-    train_set, val_set = ListDataset(train_df), ListDataset(val_df)
+    train_set, val_set = ListDataset(train_df, positions=True), ListDataset(val_df)
     model = AutoModelForSequenceClassification.from_pretrained(
         opts.model_path, num_labels=len(labels), dtype=torch.float32)
     res.prep_time_s = round(time.perf_counter() - tic, 2)
@@ -313,6 +361,7 @@ def run_trainer(opts: Options, train_df, val_df, labels) -> Result:
         bf16=dev.type == "cuda", eval_strategy="epoch" if opts.mode == "epochs" else "no",
         save_strategy="no", logging_steps=50, report_to="none", seed=opts.seed,
         disable_tqdm=True, use_cpu=dev.type == "cpu", **grouping,
+        remove_unused_columns=False,  # it would drop `position` before the collator (no effect on speed)
     )
     clock, curve = Clock(), []
 
@@ -322,7 +371,7 @@ def run_trainer(opts: Options, train_df, val_df, labels) -> Result:
                 clock.start()
 
         def on_step_begin(self, args, state, control, **kw):
-            if opts.mode == "throughput" and state.global_step == opts.warmup_steps:
+            if opts.mode == "throughput" and state.global_step == warmup:
                 clock.start()
 
         def on_step_end(self, args, state, control, **kw):
@@ -345,14 +394,16 @@ def run_trainer(opts: Options, train_df, val_df, labels) -> Result:
     def compute_metrics(pred):
         return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
 
+    warmup = warmup_steps(opts, len(train_set))
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
-                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics,
-                      callbacks=[Timing()])
-    counter = TokenCounter(trainer, opts)
+                      data_collator=PositionsApart(DataCollatorWithPadding(tokenizer)),
+                      compute_metrics=compute_metrics, callbacks=[Timing()])
+    counter = TokenCounter(trainer, warmup)
     trainer.train()
     res.train_time_s = round(clock.elapsed, 3)
     res.window_samples_per_s, res.windows = clock.window_median(), len(clock.windows)
-    res.train_samples, res.train_tokens, res.tensor_tokens = counter.samples, counter.tokens, counter.tensor
+    counter.timed.record(res, lengths, epochs_timed=train_epochs(opts) - (opts.mode == "throughput"))
+    res.tensor_tokens = counter.tensor
     pred, res.eval_time_s = warm_timed(lambda: trainer.predict(val_set))
     res.eval_samples = len(val_set)
     res.val_accuracy = float((pred.predictions.argmax(-1) == pred.label_ids).mean())
@@ -362,32 +413,51 @@ def run_trainer(opts: Options, train_df, val_df, labels) -> Result:
     return res
 
 
-class TokenCounter:
-    """Counts the examples and tokens the Trainer trains on in the timed part (wraps compute_loss)."""
+class PositionsApart:
+    """The Trainer's collator, with each example's ``position`` taken out before padding and put back
+    as one tensor (``TokenCounter`` removes it before the model sees the batch)."""
 
-    def __init__(self, trainer, opts: Options) -> None:
-        self.samples = self.tokens = self.tensor = 0
-        self.calls = 0
+    def __init__(self, collator) -> None:
+        self.collator = collator
+
+    def __call__(self, features):
+        positions = [f["position"] for f in features if "position" in f]
+        batch = self.collator([{k: v for k, v in f.items() if k != "position"} for f in features])
+        if positions:
+            batch["position"] = torch.tensor(positions)
+        return batch
+
+
+class TokenCounter:
+    """Which examples the Trainer trains on after ``warmup`` steps, and its padded tensor sizes
+    (wraps compute_loss, which sees every training batch once, as the model gets it)."""
+
+    def __init__(self, trainer, warmup: int) -> None:
+        self.tensor = self.calls = 0
+        self.timed = TimedExamples()
         original = trainer.compute_loss
 
         def counted(model, inputs, *args, **kwargs):
+            positions = inputs.pop("position", None)
             if not model.training:  # prediction_step also computes the loss
                 return original(model, inputs, *args, **kwargs)
             self.calls += 1
-            if opts.mode == "epochs" or self.calls > opts.warmup_steps:
-                mask = inputs["attention_mask"]
-                self.samples += mask.shape[0]
-                self.tokens += int(mask.sum())  # a sync, but only on the Trainer's own tensors
-                self.tensor += mask.numel()
+            if self.calls > warmup:
+                self.timed.add(positions.tolist())
+                self.tensor += inputs["attention_mask"].numel()
             return original(model, inputs, *args, **kwargs)
 
         trainer.compute_loss = counted
+
+    @property
+    def samples(self) -> int:
+        return len(self.timed.ids)  # examples timed so far (Timing's windows)
 
 
 # ---------------------------------------------------------------------------- (c) texttune
 
 
-def run_texttune(opts: Options, train_df, val_df, labels) -> Result:
+def run_texttune(opts: Options, train_df, val_df, labels, lengths: np.ndarray) -> Result:
     from texttune.tasks.classify import load_config
     from texttune.data.dataset import TextDataset
     from texttune.evaluation.evaluate import evaluate
@@ -398,10 +468,10 @@ def run_texttune(opts: Options, train_df, val_df, labels) -> Result:
 
     dev, max_length = device(), TASKS[opts.task][1]
     res = Result(opts.variant, opts.task, opts.mode, str(dev))
-    steps = total_steps(opts, len(train_df))
+    # Epochs, not steps: an override such as train.batch_tokens changes the batches of an epoch.
     overrides = [f"model.path={opts.model_path}", f"model.max_length={max_length}",
                  f"train.per_device_batch_size={opts.batch_size}", f"train.eval_batch_size={opts.eval_batch_size}",
-                 f"train.lr={opts.lr}", f"train.max_steps={steps}", f"seed={opts.seed}",
+                 f"train.lr={opts.lr}", f"train.epochs={train_epochs(opts)}", f"seed={opts.seed}",
                  "train.save_checkpoints=false", "train.calibrate=false"]
     if opts.variant == "texttune-compile":
         overrides.append("train.compile=true")
@@ -414,8 +484,11 @@ def run_texttune(opts: Options, train_df, val_df, labels) -> Result:
     model, tokenizer = build(config, ds)
     encoded, _ = tokenize(ds, tokenizer, max_length)
     res.prep_time_s = round(time.perf_counter() - tic, 2)
-    clock, curve = Clock(), []
+    clock, curve, timed = Clock(), [], TimedExamples()
+    warmup = warmup_steps(opts, len(train_df))  # the profile's start (the clock starts at the epoch's end)
     train = encoded["train"]
+    if not np.array_equal(train.lengths, lengths):
+        raise SystemExit("texttune's tokenization of the training examples differs from the shared count")
 
     class Timing(Callback):
         def __init__(self) -> None:
@@ -432,32 +505,35 @@ def run_texttune(opts: Options, train_df, val_df, labels) -> Result:
             clock.step(res.train_samples - self.seen)
             self.seen = res.train_samples
             self.steps += 1
-            if opts.profile and self.steps == opts.warmup_steps:
+            if opts.profile and self.steps == warmup:
                 from torch.profiler import ProfilerActivity, profile
 
                 activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
                 self.profiler = profile(activities=activities)
                 self.profiler.__enter__()
-            if self.profiler is not None and self.steps == opts.warmup_steps + 20:
+            if self.profiler is not None and self.steps == warmup + 20:
                 sync()
                 self.profiler.__exit__(None, None, None)
                 for key in ("self_cpu_time_total", "self_cuda_time_total"):
                     print(self.profiler.key_averages().table(sort_by=key, row_limit=22), flush=True)
                 self.profiler = None
-            if opts.mode == "throughput" and self.steps == opts.warmup_steps:
-                clock.start()
+            if opts.mode == "throughput" and trainer.state.epoch == 0 \
+                    and trainer.state.batch_in_epoch == trainer.batches_per_epoch:
+                clock.start()  # the warm-up epoch's last step is done; the timed epoch begins
 
     class Counting(Callback):
         """Through the loop's public hooks: tokens of every batch, the clock stopped while evaluating."""
 
         def on_batch_begin(self, trainer, indices) -> None:
-            if opts.mode == "epochs" or trainer.state.global_step >= opts.warmup_steps:
-                lengths = train.lengths[indices]
-                res.train_samples += len(indices)
-                res.train_tokens += int(lengths.sum())
-                res.tensor_tokens += int(lengths.max()) * len(indices)
+            if opts.mode == "epochs" or trainer.state.epoch >= 1:
+                timed.add(indices.tolist())
+                res.train_samples += len(indices)  # Timing's window counts read it
+                res.tensor_tokens += int(train.lengths[indices].max()) * len(indices)
+
+        running = False
 
         def on_evaluate_begin(self, trainer) -> None:
+            self.running = clock.started is not None
             clock.stop()
 
         def on_evaluate(self, trainer, record) -> None:
@@ -466,7 +542,8 @@ def run_texttune(opts: Options, train_df, val_df, labels) -> Result:
                               "train_time_s": round(clock.elapsed, 2), "val_accuracy": record.get("accuracy")})
 
         def on_evaluate_end(self, trainer) -> None:
-            clock.start()
+            if self.running and trainer.state.global_step < trainer.total_steps:
+                clock.start()  # not after the last step: restoring the best weights is no training time
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-texttune-"))
     validation = encoded["validation"] if opts.mode == "epochs" else None
@@ -475,6 +552,7 @@ def run_texttune(opts: Options, train_df, val_df, labels) -> Result:
                       pad_id=tokenizer.pad_token_id, seed=opts.seed, callbacks=[Counting(), Timing()])
     trainer.fit()
     clock.stop()
+    timed.record(res, lengths, epochs_timed=train_epochs(opts) - (opts.mode == "throughput"))
     res.train_time_s = round(clock.elapsed, 3)
     res.window_samples_per_s, res.windows = clock.window_median(), len(clock.windows)
     (metrics, _), res.eval_time_s = warm_timed(lambda: evaluate(
@@ -497,7 +575,7 @@ def run(opts: Options) -> dict[str, Any]:
         torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     train_df, val_df, labels = load_splits(opts)
-    res = RUNNERS[opts.variant](opts, train_df, val_df, labels)
+    res = RUNNERS[opts.variant](opts, train_df, val_df, labels, real_lengths(opts, train_df))
     out = res.finish()
     out["options"] = asdict(opts)
     if torch.cuda.is_available():
@@ -512,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["throughput", "epochs"], default="throughput")
     parser.add_argument("--model-path", default=os.environ.get("BENCH_MINILM", "minilm"))
     parser.add_argument("--json", required=True, help="where to write the result")
-    for field in ("batch_size", "eval_batch_size", "epochs", "warmup_steps", "timed_steps", "max_train",
+    for field in ("batch_size", "eval_batch_size", "epochs", "timed_steps", "max_train",
                   "max_validation", "seed", "threads"):
         parser.add_argument("--" + field.replace("_", "-"), type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)

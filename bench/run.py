@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -49,10 +50,11 @@ SUITES: dict[str, list[Row]] = {
             ["--epochs", "1", "--batch-size", "32", "--eval-batch-size", "256"]),
     ],
     "cpu": [
+        # Throughput rows: T steps' examples, an untimed warm-up epoch over them, then a timed one.
         Row("imdb", "throughput", ["notebook", "trainer", "texttune"],
-            ["--batch-size", "16", "--warmup-steps", "2", "--timed-steps", "50", "--max-validation", "256"]),
+            ["--batch-size", "16", "--timed-steps", "32", "--max-validation", "256"]),
         Row("sst2", "throughput", ["notebook", "trainer", "texttune"],
-            ["--batch-size", "32", "--warmup-steps", "3", "--timed-steps", "100", "--max-validation", "872"]),
+            ["--batch-size", "32", "--timed-steps", "80", "--max-validation", "872"]),
         # From scratch against fastText: full splits, median of 3 trainings (the CNN: ~10 min, once).
         Row("imdb", "scratch", ["fasttext", "texttune-bag"], ["--repeats", "3"], SCRATCH),
         Row("imdb", "scratch", ["texttune-cnn"], ["--repeats", "1"], SCRATCH,
@@ -122,6 +124,21 @@ def is_scratch(row: dict[str, Any]) -> bool:
     return row.get("module") == SCRATCH
 
 
+def different_timed_examples(rows: list[dict[str, Any]]) -> list[str]:
+    """Tasks whose MiniLM variants timed different example sets (or counted their real tokens from
+    different lists): their samples/s and tokens/s would compare different work, so the suite fails."""
+    problems = []
+    for task, mode in sorted({(r["task"], r.get("mode")) for r in rows if not is_scratch(r) and "error" not in r}):
+        group = [r for r in rows if (r["task"], r.get("mode")) == (task, mode) and not is_scratch(r)
+                 and "error" not in r]
+        seen = {(r.get("timed_fingerprint"), r.get("train_samples"), r.get("train_tokens")) for r in group}
+        if len(seen) > 1 or any(not r.get("timed_fingerprint") for r in group):
+            problems.append(f"{task} ({mode}): " + "; ".join(
+                f"{r['variant']} timed {r.get('train_samples')} examples, {r.get('train_tokens')} real tokens, "
+                f"set {r.get('timed_fingerprint') or 'unknown'}" for r in group))
+    return problems
+
+
 def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """texttune's train/eval throughput over each baseline's, per task; from scratch: texttune's
     accuracy minus fastText's in points, and the ratios of their training times and prediction speeds."""
@@ -153,7 +170,8 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 key = f"{task}: {ours} / {base}"
                 out[key] = {
                     metric: round(by[ours][metric] / by[base][metric], 2)
-                    for metric in ("train_samples_per_s", "window_samples_per_s", "eval_samples_per_s")
+                    for metric in ("train_samples_per_s", "real_tokens_per_s", "window_samples_per_s",
+                                   "eval_samples_per_s")
                     if by[ours].get(metric) and by[base].get(metric)
                 }
     return out
@@ -245,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-path", default=os.environ.get("BENCH_MINILM", "minilm"))
     parser.add_argument("--only", default=None, help="comma-separated tasks to run (default: all)")
     parser.add_argument("--variants", default=None, help="comma-separated variants (default: the suite's)")
+    parser.add_argument("--minilm-args", default="",
+                        help="arguments appended to every bench.minilm job (the last of an option wins), "
+                        "e.g. '--timed-steps 15 --max-validation 128'")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--name", default=None, help="file name stem (default: <date>-<machine>-<suite>)")
     args = parser.parse_args(argv)
@@ -265,21 +286,29 @@ def main(argv: list[str] | None = None) -> int:
                 known = job.variants if job.module == SCRATCH else module_variants(job.module)
                 variants = [v for v in args.variants.split(",") if v in known]
             for variant in variants:
-                row = run_job(job.task, job.mode, variant,
-                              job.extra + (quick_args(args.suite, job) if args.quick else []),
-                              args.model_path, log, job.module)
+                extra = job.extra + (quick_args(args.suite, job) if args.quick else [])
+                if job.module == "bench.minilm":
+                    extra += shlex.split(args.minilm_args)
+                row = run_job(job.task, job.mode, variant, extra, args.model_path, log, job.module)
                 shown = (("task", "variant", "test_accuracy", "val_accuracy", "train_time_s", "prep_time_s",
                           "predict_samples_per_s", "error") if job.module == SCRATCH else
                          ("task", "variant", "train_samples_per_s", "window_samples_per_s",
                           "eval_samples_per_s", "val_accuracy", "train_time_s", "error"))
                 print(json.dumps({k: row.get(k) for k in shown}), flush=True)
                 rows.append(row)
+    problems = different_timed_examples(rows)
     result = {"suite": args.suite, "quick": args.quick, "date": date, "machine": info,
-              "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "rows": rows, "ratios": ratios(rows)}
+              "command": "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:]),
+              "rows": rows, "ratios": {} if problems else ratios(rows)}
+    if problems:
+        result["error"] = "timed example sets differ between variants: " + " | ".join(problems)
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (args.out / f"{stem}.md").write_text(markdown(result), encoding="utf-8")
     print(markdown(result))
+    if problems:
+        print("error: the variants timed different examples, no ratio is computed:", *problems, sep="\n  ",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,11 +8,12 @@ from typing import Any
 from texttune.version import __version__  # noqa: F401
 
 
-def load(path: str | Path, device: str | None = None) -> Any:
-    """Load a trained run (``RUN_DIR`` or ``RUN_DIR/model``): ``texttune.load(d).predict(["..."])``."""
+def load(path: str | Path, device: str | None = None, backend: str | None = None) -> Any:
+    """Load a trained run (``RUN_DIR`` or ``RUN_DIR/model``) or an export: ``texttune.load(d).predict(["..."])``;
+    ``backend``: torch, onnx, or None (onnx for an ONNX export folder, torch otherwise)."""
     from texttune.predict import load as _load
 
-    return _load(path, device)
+    return _load(path, device, backend)
 
 
 def run(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), **kwargs: Any) -> Any:

@@ -82,14 +82,15 @@ def version() -> None:
 def config_show(
     file: Annotated[Optional[Path], typer.Argument(help="Experiment YAML (omit for the defaults).")] = None,
     set_: SetOption = None,
-    comments: Annotated[bool, typer.Option(help="Show each field's description.")] = True,
+    comments: Annotated[bool, typer.Option(help="Show where each value came from and each field's description.")] = True,
 ) -> None:
-    """Print the resolved config: defaults ← FILE (and its extends) ← --set overrides."""
+    """Print the resolved config: defaults ← the model family's training defaults ← FILE (and its extends)
+    ← --set overrides; each value's comment names its source ([default], [default for model cnn], a file, --set)."""
     from texttune.config import dump_yaml
-    from texttune.tasks.classify import load_config
+    from texttune.tasks.classify import resolve_config
 
-    config = load_config(file, set_ or [])
-    typer.echo(dump_yaml(config, comments=comments), nl=False)
+    config, origins = resolve_config(file, set_ or [])
+    typer.echo(dump_yaml(config, comments=comments, origins=origins), nl=False)
 
 
 @config_app.command("validate")
@@ -184,9 +185,10 @@ def data_check(
     set_: SetOption = None,
     policy: Annotated[Optional[str], typer.Option(help="warn, drop or fail (default: the config's).")] = None,
     carved: Annotated[bool, typer.Option("--carved/--as-is", help="Check the splits a run trains on (carved, subset) instead of the source's own splits.")] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to save the JSON report (default: a new data-check-<name>.json here).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also save the report as JSON here (an existing file is kept: NAME-1.json).")] = None,
 ) -> None:
-    """Empty texts, bad labels, duplicates, conflicting labels, split overlap, class imbalance."""
+    """Empty texts, decoding and HTML-entity damage, bad labels, duplicates, conflicting labels, split
+    overlap, class imbalance. Nothing is written unless --output names a file."""
     from texttune.data.checks import apply_policy, run_checks
     from texttune.data.load import load_dataset
     from texttune.io import unique_path
@@ -196,10 +198,10 @@ def data_check(
     ds = load_dataset(cfg, carve=carved)
     report = run_checks(ds, cfg.checks)
     out.print(report.render_table())
-    wanted = output if output is not None else Path(f"data-check-{ds.name}.json")
-    path = unique_path(wanted)  # an existing file is never replaced
-    report.write_json(path)
-    say(f"report saved to {path}" + (f" ({wanted} exists and was kept)" if path != wanted else ""))
+    if output is not None:
+        path = unique_path(output)  # an existing file is never replaced
+        report.write_json(path)
+        say(f"report saved to {path}" + (f" ({output} exists and was kept)" if path != output else ""))
     _, dropped = apply_policy(ds, report, cfg.checks)  # raises under 'fail' or on unusable labels
     if any(counts.get("total", 0) for counts in dropped.values()):
         say(f"policy 'drop' would remove: {json.dumps(dropped)}")
@@ -308,13 +310,15 @@ def predict(
     text_pair_column: Annotated[Optional[str], typer.Option(help="Pair column of --input.")] = None,
     top_k: Annotated[int, typer.Option(help="How many labels to list per text.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 64,
+    backend: Annotated[Optional[str], typer.Option(help="torch or onnx (an ONNX export folder); default: onnx "
+                                                   "for an ONNX export, torch otherwise.")] = None,
 ) -> None:
     """Label texts with a trained model: label, probability, top-k."""
     from texttune.predict import load, read_texts, write_predictions
 
     if (text is None) == (input_file is None):
         raise TexttuneError("give texts with --text, or a file with --input (one of the two)")
-    predictor = load(run_dir)
+    predictor = load(run_dir, backend=backend)
     if input_file is not None:
         frame = read_texts(input_file, text_column, text_pair_column)
         pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
@@ -369,6 +373,35 @@ def evaluate(
         say(f"metrics saved to {target}")
 
 
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="A run directory, its model/ folder or an export.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one, printed).")] = 8080,
+    backend: Annotated[Optional[str], typer.Option(help="torch or onnx; default: onnx for an ONNX export, "
+                                                   "torch otherwise.")] = None,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="Inputs per forward pass, gathered from "
+                                                "concurrent requests.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="How long a request waits for others to share "
+                                               "its forward pass.")] = 5.0,
+    max_inputs: Annotated[int, typer.Option(min=1, help="Inputs per request; more is refused (413).")] = 1000,
+    max_body_bytes: Annotated[int, typer.Option(min=1, help="Request body size; larger is refused (413).")] = 1 << 20,
+    max_queued_inputs: Annotated[int, typer.Option(min=1, help="Inputs waiting for the model; more is "
+                                                   "refused (429).")] = 16_000,
+    num_threads: Annotated[Optional[int], typer.Option(min=1, help="torch CPU threads (default: torch's).")] = None,
+) -> None:
+    """Serve a classifier over HTTP: POST /predict (text-embeddings-inference's schema), /info, /health,
+    a page at /, API docs at /docs. Stops on Ctrl-C or SIGTERM after answering the requests under way."""
+    from texttune.serving.server import Settings, serve as run_server
+
+    settings = Settings(max_batch_size, max_wait_ms, max_inputs, max_body_bytes, max_queued_inputs)
+    try:
+        run_server(model, host, port, backend, settings, num_threads)
+    except KeyboardInterrupt:  # Ctrl-C while the model loads (once serving, uvicorn handles it)
+        err.print("interrupted before the server started")
+        raise typer.Exit(130) from None
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -376,14 +409,41 @@ def evaluate(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (or its model/ folder).")],
     out_dir: Annotated[Path, typer.Argument(help="New folder for the whole model (must not exist).")],
+    format_: Annotated[str, typer.Option("--format", help="hf: a Hugging Face folder; onnx: an ONNX graph, "
+                                         "checked against PyTorch on the run's validation texts.")] = "hf",
+    quantize: Annotated[str, typer.Option(help="none, or int8 (ONNX only): dynamic int8 quantization for CPUs; "
+                                          "its test accuracy is recorded beside PyTorch's.")] = "none",
 ) -> None:
-    """Write a run's model as one standalone Hugging Face folder (LoRA merged into the weights)."""
+    """Write a run's model as one standalone folder (LoRA merged into the weights): Hugging Face or ONNX."""
     from texttune.runs import quiet_libraries
-    from texttune.predict import export_classifier
 
-    quiet_libraries()
-    target = export_classifier(run_dir, out_dir)
-    say(f"model written to {target} (loads with texttune.load or AutoModelForSequenceClassification)")
+    if format_ not in ("hf", "onnx"):
+        raise TexttuneError(f"--format {format_}: choose hf or onnx")
+    if format_ == "hf":
+        if quantize != "none":
+            raise TexttuneError("--quantize int8 needs --format onnx")
+        from texttune.export import how_to_load
+        from texttune.predict import export_classifier
+
+        quiet_libraries()
+        target = export_classifier(run_dir, out_dir)
+        say(f"model written to {target}: {how_to_load(target)}")
+        return
+    from texttune.onnx_backend import EXPORT_RECORD, export_onnx
+
+    record = export_onnx(run_dir, out_dir, quantize)
+    fp32 = record["parity"]["fp32"]
+    say(f"parity on {record['parity_texts']}: fp32 max |Δlogit| {fp32['max_abs_logit_diff']:.2e} "
+        f"(tolerance {fp32['tolerance']:g}), labels agree {fp32['labels_agree']}/{fp32['texts']}")
+    if "int8" in record["parity"]:
+        int8 = record["parity"]["int8"]
+        say(f"int8: max |Δlogit| {int8['max_abs_logit_diff']:.3f}, labels agree {int8['labels_agree']}/{int8['texts']}")
+    if "test" in record:
+        test = record["test"]
+        say(f"test accuracy ({test['rows']:,} rows): PyTorch fp32 {test['accuracy_torch_fp32']:.4f}, "
+            f"ONNX int8 {test['accuracy_onnx_int8']:.4f} ({test['accuracy_drop_points']:+.2f} points lost)")
+    say(f"ONNX model ({quantize if quantize != 'none' else 'fp32'}, {record['size_mb']} MB) written to "
+        f"{record['path']}; the checks are in {EXPORT_RECORD} (loads with texttune.load or predict --backend onnx)")
 
 
 @app.command()
@@ -408,25 +468,72 @@ def compare(
     say(f"leaderboard: {root / 'leaderboard.md'}  report: {root / 'comparison.html'}")
 
 
+@app.command()
+def tune(
+    spec: Annotated[Optional[Path], typer.Argument(help="Tune spec (YAML, kind: tune): base config, search, metric, trials.")] = None,
+    set_: SetOption = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the study of a tune folder (several processes may share it).")] = None,
+    trials: Annotated[Optional[int], typer.Option(min=1, help="Finished trials to reach (default: the spec's trials).")] = None,
+    final: Annotated[Optional[bool], typer.Option("--final/--no-final", help="Re-run the best config against the base over the spec's seeds (default: the spec's final).")] = None,
+) -> None:
+    """Search hyper-parameters with Optuna: every trial a run, pruned from its evaluations; the best config
+    as best.yaml, re-run against the base over seeds (texttune compare)."""
+    from texttune.reports.leaderboard import markdown
+    from texttune.tasks.tune import run_tune
+
+    if (spec is None) == (resume is None):
+        raise TexttuneError("give a SPEC to start a study, or --resume FOLDER to continue one (one of the two)")
+    if resume is not None and set_:
+        raise TexttuneError("--resume continues a study with its saved spec; give no --set")
+    try:
+        result = run_tune(spec, resume=resume, overrides=set_ or [], trials=trials, final=final)
+    except KeyboardInterrupt as interrupt:
+        folder = getattr(interrupt, "tune_folder", None)
+        err.print(f"interrupted; continue with: texttune tune --resume {folder}" if folder else "interrupted")
+        raise typer.Exit(130) from None
+    table = Table(title=f"study {result.study} (validation {result.metric}, {result.direction})")
+    for column in ("trial", "state", "value", "params", "run"):
+        table.add_column(column, overflow="fold")
+    for row in result.trials:
+        value = f"{row['value']:.4f}" if row["value"] is not None else row["note"] or "—"
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items())
+        run = Path(row["run"]) if row["run"] else None
+        if run is not None and run.is_relative_to(result.folder.resolve()):
+            run = run.relative_to(result.folder.resolve())
+        table.add_row(str(row["number"]), row["state"].lower(), value, escape(params), escape(str(run or "—")))
+    out.print(table)
+    if result.best is not None:
+        say(f"best: trial {result.best['number']}, validation {result.metric} {result.best['value']:.4f}; "
+            f"config: {result.best_config} (texttune run {result.best_config})", markup=False)
+    if result.final is not None:
+        root, board = result.final
+        say(markdown(board), markup=False)
+        say(f"leaderboard: {root / 'leaderboard.md'}  report: {root / 'comparison.html'}")
+    say(f"tune folder: {result.folder}  trials: {result.folder / 'trials.csv'}", markup=False)
+
+
 @runs_app.command("list")
 def runs_list(
     folder: Annotated[Path, typer.Argument(help="Folder holding run directories.")] = Path("runs"),
+    sort: Annotated[str, typer.Option(help="Order by date, name, kind, dataset, model, strategy, metric (best "
+                                           "first) or status.")] = "date",
+    as_json: Annotated[bool, typer.Option("--json", help="Print every run's fields as one JSON list.")] = False,
 ) -> None:
-    """Every run directory under FOLDER: dataset, model, strategy, score, status."""
-    from texttune.runs import describe_run, find_runs
+    """Every run directory under FOLDER: model, data, score, status (one line each)."""
+    from texttune.registry import suggest
+    from texttune.reports.console import runs_lines
+    from texttune.runs import SORT_COLUMNS, describe_run, find_runs, sort_runs
 
-    table = Table(title=f"runs under {folder}")
-    table.add_column("run", overflow="fold")
-    for column in ("kind", "dataset", "model", "strategy", "score", "trainable %", "wall s", "status"):
-        table.add_column(column, no_wrap=column in ("kind", "score", "status"))
-    for run in find_runs(folder):
-        row = describe_run(run)
-        score = f"{row['split']} {row['metric']} {row['score']:.4f}" if row.get("score") is not None else "—"
-        pct = f"{row['trainable_pct']:.2f}" if row.get("trainable_pct") is not None else "—"
-        wall = f"{row['wall_time_s']:.0f}" if row.get("wall_time_s") is not None else "—"
-        table.add_row(escape(str(run.relative_to(folder))), row["kind"], escape(str(row["dataset"])),
-                      escape(str(row["model"])), escape(str(row["strategy"])), score, pct, wall, row["status"])
-    out.print(table)
+    if sort not in SORT_COLUMNS:
+        raise TexttuneError(f"--sort: unknown column '{sort}'{suggest(sort, SORT_COLUMNS)}; "
+                            f"sort by one of: {', '.join(SORT_COLUMNS)}")
+    rows = sort_runs([describe_run(run) for run in find_runs(folder)], sort)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    say(escape(f"{len(rows)} run{'s' * (len(rows) != 1)} under {folder}, by {sort}"))
+    for line in runs_lines(rows, folder, out.width) if rows else []:
+        say(line, markup=False)
 
 
 @runs_app.command("compare")

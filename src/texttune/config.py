@@ -101,6 +101,12 @@ class DataConfig(Section):
     )
     max_validation_samples: int | None = Field(None, gt=0, description="Stratified subset of validation.")
     max_test_samples: int | None = Field(None, gt=0, description="Stratified subset of test.")
+    clean_text: bool = Field(
+        False,
+        description="Repair HTML-entity remnants (&amp;, &lt;b&gt;, &#39; and AG News' ' #39;' that lost its &) "
+        "and mojibake (UTF-8 read as Latin-1/cp1252: 'Ã©' -> 'é') in every text before the checks and training; "
+        "the html_entities and mojibake checks find them.",
+    )
     min_rows_per_label: float = Field(
         2.0, ge=0,
         description="Refuse to train when the training split has fewer rows per label than this on average "
@@ -125,12 +131,30 @@ class DataConfig(Section):
         return self
 
 
+TRACKERS = ("tensorboard", "mlflow")  # train.report_to's names; training/tracking.py implements them
+
+
 class TrainConfig(Section):
     epochs: float = Field(3.0, gt=0, description="Passes over the training split (ignored when max_steps is set).")
     max_steps: int | None = Field(None, gt=0, description="Optimizer steps to train for; overrides epochs.")
-    per_device_batch_size: int = Field(16, gt=0, description="Training examples per forward pass.")
+    per_device_batch_size: int = Field(
+        16, gt=0, description="Training examples per forward pass (not used when train.batch_tokens is set)."
+    )
+    batch_tokens: int | None = Field(
+        None, gt=0,
+        description="Instead of per_device_batch_size: padded tokens (rows x longest row) per forward pass "
+        "and process; length-grouped batches, many short texts or few long ones; a longer example trains "
+        "alone. metrics.json records the mean examples and tokens per step.",
+    )
     gradient_accumulation_steps: int = Field(1, gt=0, description="Forward passes per optimizer step.")
-    eval_batch_size: int = Field(64, gt=0, description="Examples per forward pass in evaluation.")
+    eval_batch_size: int = Field(
+        64, gt=0,
+        description="Examples per forward pass in evaluation (not used when eval_batch_tokens is set).",
+    )
+    eval_batch_tokens: int | None = Field(
+        None, gt=0, description="Instead of eval_batch_size: padded tokens per evaluation forward pass "
+        "(classification runs)."
+    )
     optimizer: Literal["adamw", "sgd", "adagrad"] = Field(
         "adamw",
         description="adamw (dense gradients only); sgd (plain, no momentum) or adagrad, which also take "
@@ -189,12 +213,45 @@ class TrainConfig(Section):
     compile: bool = Field(
         False, description="torch.compile the model (dynamic shapes); pays off on a GPU for long runs."
     )
+    report_to: list[str] = Field(
+        default_factory=list,
+        description="Trackers that receive a copy of the run's record: tensorboard, mlflow (extra "
+        "texttune[tracking]); [] or none: no tracker. MLflow logs to MLFLOW_TRACKING_URI, else to "
+        "<output_dir>/mlflow.db.",
+    )
+    tracking_dir: str | None = Field(
+        None, description="TensorBoard's folder (one sub-folder per run, named after it); default: "
+        "RUN_DIR/tensorboard."
+    )
 
+
+    def evaluated_by_examples(self, kind: str) -> TrainConfig:
+        """This config, for a kind of run whose evaluation batches are slices of examples (their held-out
+        masks or losses follow that order): ``eval_batch_tokens`` is refused, naming the key."""
+        if self.eval_batch_tokens is not None:
+            raise ValueError(f"{kind} runs evaluate in batches of train.eval_batch_size examples: unset "
+                             "train.eval_batch_tokens (train.batch_tokens works)")
+        return self
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
     def _yaml_no(cls, value: Any) -> Any:
         return "no" if value is False else value  # YAML reads a bare `no` as false
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _tracker_list(cls, value: Any) -> Any:
+        if value is None or value == "none":
+            return []
+        return [value] if isinstance(value, str) else value  # --set train.report_to=mlflow
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_trackers(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in TRACKERS:
+                raise ValueError(f"unknown tracker '{name}'{suggest(name, TRACKERS)}; known: {', '.join(TRACKERS)}")
+        return list(dict.fromkeys(value))
 
     @field_validator("metric")
     @classmethod
@@ -398,6 +455,9 @@ def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], type[
     return path, cls
 
 
+DEFAULT_ORIGIN = "default"  # a value no source set: the field's own default
+
+
 def _origin(dotted: str, origins: dict[str, str]) -> str:
     probe = dotted
     while probe:
@@ -464,10 +524,23 @@ def merge_sources(path: str | Path | None, overrides: list[str] | tuple[str, ...
     command_line: dict[str, Any] = {}  # one source: --set data.train_file=a --set data.dataset=b is an error
     for item in overrides:
         key_path, value = parse_override(item)
-        command_line = deep_merge(command_line, _nest(key_path, value))
-        for i in range(1, len(key_path) + 1):
-            origins[".".join(key_path[:i])] = f"--set {_shorten(item)}"
-    return merge_layer(merged, command_line), origins
+        nested = _nest(key_path, value)
+        command_line = deep_merge(command_line, nested)
+        for key in _leaf_paths(nested):  # every key a mapping value sets too: --set 'train={lr: 1}'
+            origins[key] = f"--set {_shorten(item)}"
+    merged = merge_layer(merged, command_line)
+    # A key a later source dropped (another model's, another data source's) came from nowhere.
+    present = set(_leaf_paths(merged))
+    return merged, {key: where for key, where in origins.items() if key in present}
+
+
+def merge_below(data: dict[str, Any], layer: dict[str, Any], origins: dict[str, str], origin: str
+                ) -> tuple[dict[str, Any], dict[str, str]]:
+    """``layer`` under ``data``: every key ``data`` does not set takes the layer's value, with ``origin``
+    as where it came from (a model family's training defaults under the user's sources)."""
+    present = set(_leaf_paths(data))
+    added = {key: origin for key in _leaf_paths(layer) if key not in present}
+    return deep_merge(layer, data), {**origins, **added}
 
 
 def load_root_config(root: type[BaseModel], path: str | Path | None, overrides: list[str] | tuple[str, ...],
@@ -485,23 +558,30 @@ def config_to_dict(config: BaseModel) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
-def dump_yaml(config: BaseModel, comments: bool = True) -> str:
-    """The resolved config as YAML; with ``comments`` each key carries its field description."""
+def dump_yaml(config: BaseModel, comments: bool = True, origins: dict[str, str] | None = None) -> str:
+    """The resolved config as YAML; with ``comments`` each key carries its field description and, given
+    ``origins`` (dotted key -> source), where its value came from: ``[default]``, ``[default for model
+    cnn]``, ``[configs/trec.yaml]`` or ``[--set train.lr=1e-3]``."""
     if not comments:
         return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
     lines: list[str] = []
-    _dump_model(config, 0, lines)
+    _dump_model(config, 0, lines, origins, "")
     return "\n".join(lines) + "\n"
 
 
-def _dump_model(model: BaseModel, indent: int, lines: list[str]) -> None:
+def _dump_model(model: BaseModel, indent: int, lines: list[str], origins: dict[str, str] | None,
+                prefix: str) -> None:
     pad = "  " * indent
     for key, field in type(model).model_fields.items():
         value = getattr(model, key)
-        note = f"  # {field.description}" if field.description else ""
+        dotted = prefix + key
+        notes = [field.description] if field.description else []
+        if origins is not None and not isinstance(value, BaseModel):
+            notes.insert(0, f"[{origins.get(dotted, DEFAULT_ORIGIN)}]")
+        note = f"  # {' '.join(notes)}" if notes else ""
         if isinstance(value, BaseModel):
             lines.append(f"{pad}{key}:{note}")
-            _dump_model(value, indent + 1, lines)
+            _dump_model(value, indent + 1, lines, origins, dotted + ".")
             continue
         dumped = yaml.safe_dump(
             {key: _jsonable(value)}, sort_keys=False, default_flow_style=True, width=10_000

@@ -89,10 +89,34 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _default_mode() -> int:
-    umask = os.umask(0)
+def current_umask() -> int:
+    """The process's umask. Linux shows it in /proc/self/status; ``os.umask`` can only read it by setting
+    it, and a file another thread creates in between would get mode 0666."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _default_mode() -> int:
+    return 0o666 & ~current_umask()
+
+
+def apply_umask(path: str | Path) -> Path:
+    """Give a file, or a folder and everything in it, the mode a plain ``open``/``mkdir`` gives (0644 and
+    0755 under umask 022). Writers that go through ``mkstemp``/``mkdtemp`` leave 0600/0700 -- safetensors
+    0.8 writes every ``.safetensors`` file that way -- and a shared model would be unreadable to others."""
+    path = Path(path)
+    umask = current_umask()
+    for item in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~umask)
+    return path
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -101,7 +125,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, _default_mode())
+        os.chmod(tmp, _default_mode())  # mkstemp's 0600 would outlive the rename
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

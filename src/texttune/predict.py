@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,46 +14,38 @@ from texttune.errors import TexttuneError
 from texttune.runs import model_dir_of
 
 
-class Predictor:
-    """A trained classifier with its tokenizer, ready for texts."""
+class BasePredictor:
+    """What every backend shares: labels, calibration, tokenization, length-sorted batching and top-k.
 
-    def __init__(self, model, tokenizer, max_length: int = 512, device: str | None = None) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device).eval()
+    A backend supplies the tokenizer's tensor type (``tensors``) and ``_forward`` (one padded batch to
+    (B, C) float logits on the CPU), so ``texttune predict``, ``serve`` and the ONNX parity check run
+    the same batching whichever backend computes the logits.
+    """
+
+    backend = ""
+    tensors = "pt"  # return_tensors of the tokenizer
+
+    def __init__(self, tokenizer, label_names: list[str], max_length: int, temperature: float | None) -> None:
         self.tokenizer = tokenizer
+        self.label_names = list(label_names)
         self.max_length = max_length
-        self.temperature = getattr(model.config, "texttune_temperature", None)
-        self.label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        self.temperature = temperature
 
-    @classmethod
-    def from_path(cls, path: str | Path, device: str | None = None) -> Predictor:
-        from texttune.runs import quiet_libraries
-        from texttune.models.loading import load_classifier
-        from texttune.models.saving import load_tokenizer_from
-
-        quiet_libraries()
-        folder = model_dir_of(path)
-        model = load_classifier(folder)
-        tokenizer = load_tokenizer_from(folder)
-        if tokenizer.pad_token_id is None:  # batches are padded: without it every prediction would fail
-            raise TexttuneError(f"{folder}: its tokenizer has no padding token (set pad_token in "
-                                "tokenizer_config.json)")
-        max_length = _run_max_length(folder.parent) or getattr(tokenizer, "model_max_length", 512)
-        return cls(model, tokenizer, min(int(max_length), 4096), device)
+    def _forward(self, batch) -> torch.Tensor:
+        raise NotImplementedError
 
     def logits(self, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
         """(N, C) logits, in the order of ``texts``; batches sorted by length for speed."""
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = torch.empty((len(texts), len(self.label_names)))
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                idx = order[start : start + batch_size]
-                args = [[texts[i] for i in idx]]
-                if text_pairs is not None:
-                    args.append([text_pairs[i] for i in idx])
-                batch = self.tokenizer(*args, truncation=True, max_length=self.max_length, padding=True,
-                                       return_tensors="pt").to(self.device)
-                out[torch.from_numpy(idx)] = self.model(**batch).logits.float().cpu()
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            args = [[texts[i] for i in idx]]
+            if text_pairs is not None:
+                args.append([text_pairs[i] for i in idx])
+            batch = self.tokenizer(*args, truncation=True, max_length=self.max_length, padding=True,
+                                   return_tensors=self.tensors)
+            out[torch.from_numpy(idx)] = self._forward(batch)
         return out
 
     def predict(
@@ -79,6 +70,48 @@ class Predictor:
         return results
 
 
+class Predictor(BasePredictor):
+    """A trained classifier with its tokenizer, ready for texts (the PyTorch backend)."""
+
+    backend = "torch"
+
+    def __init__(self, model, tokenizer, max_length: int = 512, device: str | None = None) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        super().__init__(tokenizer, labels, max_length, getattr(model.config, "texttune_temperature", None))
+
+    @classmethod
+    def from_path(cls, path: str | Path, device: str | None = None) -> Predictor:
+        from texttune.export import is_export, load_export
+        from texttune.runs import quiet_libraries
+        from texttune.models.loading import load_classifier
+        from texttune.models.saving import load_tokenizer_from
+
+        quiet_libraries()
+        folder = model_dir_of(path)
+        model = load_export(folder) if is_export(folder) else load_classifier(folder)
+        tokenizer = load_tokenizer_from(folder)
+        check_padding(tokenizer, folder)
+        return cls(model, tokenizer, model_max_length(folder, tokenizer), device)
+
+    def _forward(self, batch) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model(**batch.to(self.device)).logits.float().cpu()
+
+
+def check_padding(tokenizer, folder: Path) -> None:
+    if tokenizer.pad_token_id is None:  # batches are padded: without it every prediction would fail
+        raise TexttuneError(f"{folder}: its tokenizer has no padding token (set pad_token in "
+                            "tokenizer_config.json)")
+
+
+def model_max_length(folder: Path, tokenizer) -> int:
+    """Where inputs are truncated: the run's ``model.max_length``, else the tokenizer's limit."""
+    max_length = _run_max_length(folder.parent) or getattr(tokenizer, "model_max_length", 512)
+    return min(int(max_length), 4096)
+
+
 def _run_max_length(run_dir: Path) -> int | None:
     from texttune.models.saving import reading
     from texttune.runs import CONFIG, read_run_config
@@ -90,8 +123,25 @@ def _run_max_length(run_dir: Path) -> int | None:
         return int(value) if value is not None else None
 
 
-def load(path: str | Path, device: str | None = None) -> Predictor:
-    """Load a run directory (or its model folder) for prediction."""
+BACKENDS = ("torch", "onnx")
+
+
+def load(path: str | Path, device: str | None = None, backend: str | None = None) -> BasePredictor:
+    """Load a run directory, its model folder or an export for prediction.
+
+    ``backend``: ``"torch"``, ``"onnx"`` (a folder written by ``texttune export --format onnx``), or
+    None: onnx for such a folder, torch otherwise. Either backend has the same interface.
+    """
+    from texttune import onnx_backend
+
+    if backend is not None and backend not in BACKENDS:
+        raise TexttuneError(f"backend '{backend}': choose one of {', '.join(BACKENDS)}")
+    is_onnx = onnx_backend.is_onnx_export(path)
+    if backend == "onnx" or (backend is None and is_onnx):
+        return onnx_backend.OnnxPredictor.from_path(path, device)
+    if is_onnx:
+        raise TexttuneError(f"{path}: an ONNX export (model.onnx), not a PyTorch model; load it with "
+                            "backend onnx (--backend onnx)")
     return Predictor.from_path(path, device)
 
 
@@ -141,10 +191,12 @@ def evaluate_saved(path: str | Path, data_cfg, split: str = "test") -> dict[str,
 
 
 def read_texts(path: Path, text_column: str, text_pair_column: str | None) -> pd.DataFrame:
+    """The texts (and pairs) of an --input file; a missing column names the flag that chose it."""
     from texttune.data.files import detect_format, read_table, select_columns
 
     frame = read_table(path, detect_format(path))
-    return select_columns(frame, path, text_column, text_pair_column, None)
+    flags = {"text": "--text-column", "text_pair": "--text-pair-column"}
+    return select_columns(frame, path, text_column, text_pair_column, None, keys=flags)
 
 
 def write_predictions(path: Path, frame: pd.DataFrame, predictions: list[dict[str, Any]]) -> None:
@@ -166,23 +218,7 @@ def write_predictions(path: Path, frame: pd.DataFrame, predictions: list[dict[st
 
 
 def export_classifier(run: str | Path, out: str | Path) -> Path:
-    """Write a run's model as a whole Hugging Face model folder (LoRA merged); never overwrites."""
-    from texttune.models.loading import load_classifier
-    from texttune.models.saving import load_tokenizer_from
+    """Write a run's model as a standalone Hugging Face folder (``texttune.export``); never overwrites."""
+    from texttune.export import export_classifier as export
 
-    folder, out = model_dir_of(run), Path(out)
-    if out.exists():
-        raise TexttuneError(f"{out}: already exists; export writes a new folder")
-    model = load_classifier(folder)
-    strategy = getattr(model.config, "strategy", None)
-    if strategy and strategy.get("name") == "lora":
-        from texttune.strategies.lora import merge_lora
-
-        merge_lora(model)
-    model.config.texttune_base = None  # a whole model stands alone
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    load_tokenizer_from(folder).save_pretrained(tmp)
-    tmp.rename(out)
-    return out
+    return export(run, out)

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import re
 import resource
 import shutil
 import subprocess
@@ -41,7 +42,7 @@ import yaml
 from texttune.version import __version__
 from texttune.config import config_to_dict, read_yaml
 from texttune.errors import TexttuneError
-from texttune.io import atomic_write_json, atomic_write_text
+from texttune.io import apply_umask, atomic_write_json, atomic_write_text
 from texttune.registry import Registry
 from texttune.training.checkpoint import LAST, has_training_state, recover_training_state
 
@@ -64,6 +65,11 @@ REPORT = "report.html"
 LEARNING_CURVES = "learning_curves.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
 RELIABILITY = "reliability.png"
+TRACKING = "tracking.json"  # where train.report_to's trackers log this run (written only with trackers)
+TENSORBOARD = "tensorboard"  # TensorBoard's event files, unless train.tracking_dir moves them
+# What a tracker that keeps files (MLflow) receives at the end, those of them a run has. Never
+# environment.json: a folder with it and config.yaml reads as a run directory (find_runs).
+TRACKED_FILES = (CONFIG, METRICS, REPORT, LEARNING_CURVES, CONFUSION_MATRIX, RELIABILITY)
 
 KIND_DEFAULT = "classify"  # runs recorded before configs carried a kind were classification runs
 
@@ -154,6 +160,7 @@ def save_model_folder(run_dir: Path, write) -> Path:
     target, tmp = run_dir / MODEL, run_dir / f".{MODEL}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     write(tmp)
+    apply_umask(tmp)  # save_pretrained's safetensors files come out 0600
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return target
@@ -349,19 +356,34 @@ def headline(kind: str, metrics: dict[str, Any]) -> tuple[str, str, float | None
     return split, "accuracy", (metrics.get(split) or {}).get("accuracy")
 
 
+def run_date(run: Path) -> str | None:
+    """When a run started, ``2026-11-22 21:05:01``: from its directory name, else environment.json."""
+    stamp = re.match(r"(\d{4})(\d\d)(\d\d)-(\d\d)(\d\d)(\d\d)-", Path(run).name)
+    if stamp:
+        year, month, day, hour, minute, second = stamp.groups()
+        return f"{year}-{month}-{day} {hour}:{minute}:{second}"
+    try:
+        started = json.loads((Path(run) / ENVIRONMENT).read_text(encoding="utf-8")).get("started")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(started).replace("T", " ") if started else None
+
+
 def describe_run(run: Path) -> dict[str, Any]:
     """One line of ``texttune runs list``, for a run of any kind."""
     config = read_run_config(run)
     data, model = config.get("data") or {}, config.get("model") or {}
     kind = config["kind"]
     row: dict[str, Any] = {
-        "run": str(run), "kind": kind, "name": config.get("name"),
+        "run": str(run), "date": run_date(run), "kind": kind, "name": config.get("name"),
         "dataset": data.get("dataset") or (config.get("corpus") or {}).get("dataset") or data.get("source")
         or "(files)",
         "model": model.get("name") or model.get("path") or model.get("init") or "—",
         "strategy": (config.get("strategy") or {}).get("name") or ("lora" if config.get("lora") else "—"),
         "status": "unfinished",
     }
+    if model.get("name") == "pretrained" and model.get("path"):
+        row["model_path"] = model["path"]  # which pretrained encoder: minilm, a folder, a Hub id
     if is_finished(run):
         metrics = read_json(run, METRICS)
         split, metric, value = headline(kind, metrics)
@@ -373,6 +395,27 @@ def describe_run(run: Path) -> dict[str, Any]:
     elif is_resumable(run):
         row["status"] = "resumable"
     return row
+
+
+# What `texttune runs list --sort` orders by: each a key of describe_run's rows ("metric": the score).
+SORT_COLUMNS = ("date", "name", "kind", "dataset", "model", "strategy", "metric", "status")
+
+
+def sort_runs(rows: list[dict[str, Any]], column: str) -> list[dict[str, Any]]:
+    """``rows`` ordered by ``column`` (one of ``SORT_COLUMNS``): the best score first for ``metric`` (by
+    its direction: accuracy up, loss down), the rest ascending; rows without a value last."""
+    from texttune.evaluation.metrics import METRIC_DIRECTIONS
+
+    def key(row: dict[str, Any]) -> tuple[bool, Any]:
+        if column == "metric":
+            score = row.get("score")
+            if score is None:
+                return True, 0.0
+            return False, -score if METRIC_DIRECTIONS.get(row.get("metric"), "max") == "max" else score
+        value = row.get(column)
+        return value is None, str(value) if value is not None else ""
+
+    return sorted(rows, key=key)  # stable: equal keys keep the folder's order
 
 
 def setting_of(run: Path) -> str:
@@ -444,20 +487,42 @@ def _fit_and_record(task: Task, config, run_dir: Path, resuming: bool, callbacks
                     started: float) -> RunResult:
     from texttune.training.callbacks import ProgressCallback
     from texttune.training.loop import Trainer
+    from texttune.training.tracking import Tracking, ended_with_run, require_trackers
 
     processes = _processes()
     main = processes.is_main_process
     if callbacks is None:
         callbacks = [ProgressCallback()] if main else []
+    tracking = None
     # A resumed run keeps its directory; only the main process owns it.
     with discarded_on_failure(run_dir, keep=resuming or not main):
+        require_trackers(config.train.report_to)  # on every process: a missing library stops them all here
+        if main and config.train.report_to:
+            tracking = Tracking(config, run_dir, record=run_dir / TRACKING, tensorboard_dir=run_dir / TENSORBOARD)
         with processes.main_process_first():  # the others then read the tokenization cache it wrote
             prepared = task.prepare(config, run_dir, resuming)
         trainer = Trainer(
             prepared.model, prepared.train, prepared.validation, config.train, objective=prepared.objective,
             checkpoint_dir=run_dir / CHECKPOINTS, metrics_path=run_dir / METRICS_LOG if main else None,
-            pad_id=prepared.pad_id, seed=config.seed, head_lr=prepared.head_lr, callbacks=callbacks,
+            pad_id=prepared.pad_id, seed=config.seed, head_lr=prepared.head_lr,
+            callbacks=[*callbacks, tracking] if tracking is not None else callbacks,
         )
+    with ended_with_run(tracking):  # the tracked run ends as this one does: finished, failed or killed
+        metrics, model = _fit_and_measure(task, config, prepared, trainer, run_dir, resuming, started)
+        if main:
+            atomic_write_json(run_dir / METRICS, metrics)
+            task.report(run_dir)
+            if tracking is not None:  # after the report: its page and plots are artifacts
+                tracking.log_final(metrics, [run_dir / name for name in TRACKED_FILES])
+            if not config.train.keep_checkpoints:
+                shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+    processes.wait_for_everyone()  # no process returns before the run directory is complete
+    return RunResult(run_dir, metrics, model, prepared.tokenizer, prepared.extras)
+
+
+def _fit_and_measure(task: Task, config, prepared: Prepared, trainer, run_dir: Path, resuming: bool,
+                     started: float) -> tuple[dict[str, Any], Any]:
+    """Train, then the final metrics: the task's evaluation and what every kind of run records."""
     _before_fit(task, config, prepared, trainer, run_dir, resuming)
     state = trainer.fit(resume=resuming)
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -468,8 +533,10 @@ def _fit_and_record(task: Task, config, run_dir: Path, resuming: bool, callbacks
         "steps": state.global_step,
         "epochs": round(state.epoch + state.batch_in_epoch / trainer.batches_per_epoch, 4),
         "stopped_early": state.stopped_early,
+        "stop_reason": state.stop_reason,  # early_stopping, pruned (texttune tune), or None
         "world_size": trainer.world_size,
         "global_batch_size": trainer.global_batch_size,  # per optimizer step: × gradient_accumulation_steps
+        "effective_batch": trainer.effective_batch(),  # means per step; batch sizes vary with train.batch_tokens
         "params": params,
         "train_time_s": round(state.train_time_s, 3),
         "train_samples_per_s": round(state.samples_seen / max(state.train_time_s, 1e-9), 3),
@@ -477,13 +544,7 @@ def _fit_and_record(task: Task, config, run_dir: Path, resuming: bool, callbacks
         "wall_time_s": round(time.perf_counter() - started, 3),
         "peak_memory_mb": peak_memory_mb(),
     })
-    if main:
-        atomic_write_json(run_dir / METRICS, metrics)
-        task.report(run_dir)
-        if not config.train.keep_checkpoints:
-            shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
-    processes.wait_for_everyone()  # no process returns before the run directory is complete
-    return RunResult(run_dir, metrics, model, prepared.tokenizer, prepared.extras)
+    return metrics, model
 
 
 def _before_fit(task: Task, config, prepared: Prepared, trainer, run_dir: Path, resuming: bool) -> None:

@@ -87,7 +87,9 @@ def test_merged_lora_predicts_the_same_without_lora_modules(kind, tiny_model_dir
 def test_export_writes_a_standalone_model_that_transformers_loads(tiny_model_dir, tmp_path):
     import texttune  # noqa: F401  (registers the architecture with the Auto classes)
 
-    model, tokenizer = build("bert", "lora", tiny_model_dir)
+    # cls pooling + a tanh MLP head: exactly transformers' BertForSequenceClassification (tests/e2e/test_export.py
+    # covers the exports that ship their own code)
+    model, tokenizer = build("bert", "lora", tiny_model_dir, ("model.head.type=mlp",))
     model = perturbed(model)
     save_classifier(model, tokenizer, tmp_path / "run" / "model")
     out = export_classifier(tmp_path / "run", tmp_path / "exported")

@@ -199,7 +199,8 @@ def test_runs_list_and_compare_on_a_folder_of_every_kind(config_of, run_cli, tmp
     squashed = "".join(out.split())
     for kind in KINDS:
         assert done[kind].name in squashed and kind in squashed
-    assert "held_outaccuracy" in squashed and "validationloss" in squashed and "testaccuracy" in squashed
+    # The headline of each kind: held-out accuracy (mlm), validation loss (sft), test accuracy (classify).
+    assert "held-out0." in squashed and "valloss" in squashed and "test0." in squashed
     code, out, err = run_cli("runs", "compare", *sorted(folder.iterdir()))
     assert code == 0, err
     assert "experiment" in out  # the classification run's cell

@@ -18,7 +18,7 @@ CHECK_ERROR = 3  # DataCheckError
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
-    """Run in tmp_path: ``data check`` saves its JSON report in the current folder."""
+    """Run in tmp_path: a command that wrote into the current folder unasked would show there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -85,12 +85,13 @@ def test_renamed_columns_through_set(run_cli, workdir):
 def test_missing_labels_are_reported_by_the_checks(run_cli, workdir):
     path = write(workdir / "train.csv", "text,label\nhello,a\nbye,\nfoo,b\nbar,\n")
     err = assert_error(
-        run_cli("data", "check", path), CHECK_ERROR,
+        run_cli("data", "check", path, "--output", "report.json"), CHECK_ERROR,
         "missing_label", f"{path}: column 'label': 2 rows", "rows 1, 3", "data.checks.policy=drop",
+        "Row numbers are 0-based data rows",
     )
     assert "(policy warn)" in err
     # The report is saved before the policy stops the command.
-    report = json.loads((workdir / "data-check-train.json").read_text())
+    report = json.loads((workdir / "report.json").read_text())
     assert [f["check"] for f in report["findings"] if f["severity"] == "error"] == ["missing_label"]
 
 
@@ -130,8 +131,8 @@ def test_non_utf8_bytes_give_the_line(run_cli, workdir):
 def test_utf8_bom_is_accepted(run_cli, workdir):
     path = workdir / "train.csv"
     path.write_bytes("\ufefftext,label\ncafé,a\nbye,b\n".encode())
-    assert_ok(run_cli("data", "check", path))
-    report = json.loads((workdir / "data-check-train.json").read_text())
+    assert_ok(run_cli("data", "check", path, "-o", "report.json"))
+    report = json.loads((workdir / "report.json").read_text())
     assert report["rows"] == {"train": 2}
     assert not [f for f in report["findings"] if f["severity"] != "info"]
 
@@ -343,6 +344,15 @@ def test_bad_input_corpus(case, run_cli, workdir):
     if code != 2 or not pattern.startswith("No such"):
         assert err.startswith("error"), err
     assert re.search(pattern, err, flags=re.S), err
+
+
+def test_data_check_writes_nothing_without_output(run_cli, workdir):
+    write(workdir / "train.csv", "text,label\na b,x\nc d,y\na b,x\n")
+    out = assert_ok(run_cli("data", "check", "train.csv"))
+    assert sorted(p.name for p in workdir.iterdir()) == ["train.csv"]  # no data-check-*.json appeared
+    assert "saved" not in out
+    # The listed rows are 0-based data rows, and the output says so: row 2 is the file's 4th line.
+    assert "rows: 2" in out and "Row numbers are 0-based data rows" in " ".join(out.split())
 
 
 def test_data_check_output_never_replaces_an_existing_file(run_cli, workdir):

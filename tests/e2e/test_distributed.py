@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import random
 import socket
@@ -181,6 +182,40 @@ def test_kill_9_of_a_two_process_run_resumes_under_two_processes(two_process_run
     assert scores(runs.read_json(run_dir, runs.METRICS)) == scores(runs.read_json(whole, runs.METRICS))
     records = lambda d: [scores(r) for r in runs.read_records(d)]  # noqa: E731
     assert records(run_dir) == records(whole)
+
+
+def test_two_processes_train_by_token_budget(tiny_model_dir, files, tmp_path):
+    """``train.batch_tokens`` under two processes: the global batches of ``epoch_token_batches`` for two
+    ranks, each rank's share within the budget, DDP through shares of varying size, and a record of
+    the effective batch that says which examples went through."""
+    from texttune.data.load import prepare_data
+    from texttune.data.tokenize import epoch_token_batches, padded_tokens
+    from texttune.models.saving import load_tokenizer_from
+    from texttune.tasks.classify import CLASSIFY, tokenize
+
+    budget, output = 24, tmp_path / "tokens"
+    items = [*overrides(tiny_model_dir, files, PER_DEVICE, output), f"train.batch_tokens={budget}"]
+    proc = torchrun(*cli_args(items))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (run_dir,) = output.iterdir()
+    metrics = runs.read_json(run_dir, runs.METRICS)
+    assert (metrics["world_size"], metrics["global_batch_size"], metrics["steps"]) == (2, None, STEPS)
+    effective = metrics["effective_batch"]
+    assert (effective["batch_tokens"], effective["world_size"]) == (budget, 2)
+    config = CLASSIFY.load_config(run_dir / runs.CONFIG, [])
+    ds, _, _ = prepare_data(config.data)
+    encoded, _ = tokenize(ds, load_tokenizer_from(runs.model_dir_of(run_dir)), config.model.max_length)
+    lengths = encoded["train"].lengths
+    batches = [b for epoch in range(STEPS) for b in epoch_token_batches(lengths, budget, config.seed, epoch,
+                                                                         True, ranks=2)][:STEPS]
+    assert effective["examples_per_step"] == round(sum(map(len, batches)) / STEPS, 2) > 2
+    padded = sum(padded_tokens(lengths, b) for b in batches)
+    assert effective["padded_tokens_per_step"] == round(padded / STEPS, 1)
+    for batch in batches:
+        for rank in range(2):
+            assert len(batch) <= 2 or padded_tokens(lengths, batch[rank::2]) <= budget
+    losses = [r["loss"] for r in runs.read_records(run_dir) if r["type"] == "train"]
+    assert len(losses) == STEPS and all(math.isfinite(loss) for loss in losses)  # every step logged
 
 
 # --------------------------------------------------------------------------- pre-training and SFT

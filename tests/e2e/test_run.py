@@ -9,6 +9,7 @@ faster when another process holds the cores. Tests that only read a finished run
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -156,6 +157,11 @@ def test_overfits_the_toy_examples_through_the_cli(run_cli, tiny_model_dir, toy_
     assert code == 0, err
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert f"Run{run_dir}" in squash(out) and f"report:{run_dir / 'report.html'}" in squash(out)
+    # What the seconds before training go to, in order, on stdout with the rest of the run's lines.
+    said = [out.index(line) for line in (f"new run directory: {run_dir}", f"loading data: {toy_csv} ...",
+                                         "checking data: train 8, validation 8, test 8 rows (policy warn) ...",
+                                         f"loading model {tiny_model_dir} ...", "tokenizing 24 texts (max_length")]
+    assert said == sorted(said)
     metrics = metrics_of(run_dir)
     assert metrics["validation"]["accuracy"] == 1.0
     assert metrics["test"]["accuracy"] == 1.0
@@ -163,6 +169,43 @@ def test_overfits_the_toy_examples_through_the_cli(run_cli, tiny_model_dir, toy_
     evals = [r for r in records(run_dir) if r["type"] == "eval"]
     assert [r["step"] for r in evals] == list(range(1, 9))  # an evaluation per epoch by default
     assert evals[-1]["loss"] < 0.5 * evals[0]["loss"]
+
+
+def test_each_step_before_training_is_announced_before_training_starts(tiny_model_dir, toy, tmp_path, caplog):
+    """Loading a model and checking data take seconds each: the run says what it is doing, in order,
+    through texttune's log (which the CLI prints), before the loop's first line."""
+    class AtStart(Callback):
+        said: tuple[str, ...] = ()
+
+        def on_train_begin(self, trainer) -> None:
+            self.said = tuple(record.getMessage() for record in caplog.records if record.name == "texttune")
+
+    caplog.set_level(logging.INFO, logger="texttune")
+    spy = AtStart()
+    run_experiment(config_of(tiny_model_dir, tmp_path, toy, **{"train.max_steps": 1}), callbacks=[spy])
+    steps = ["new run directory: ", "loading data: ", "checking data: train 8, validation 8, test 8 rows",
+             "loading model ", "tokenizing 24 texts"]
+    at = [next((i for i, message in enumerate(spy.said) if message.startswith(step)), None) for step in steps]
+    assert None not in at and at == sorted(at), spy.said
+
+
+def test_every_file_of_a_run_gets_the_users_umask(tiny_model_dir, toy, tmp_path):
+    """Files written through mkstemp (atomic writes, and safetensors 0.8 for every .safetensors file) came
+    out 0600: a model shared on a team's disk could not be read by the others."""
+    previous = os.umask(0o022)
+    try:
+        result = run_experiment(config_of(tiny_model_dir, tmp_path, toy, **{
+            "train.max_steps": 2, "train.eval_every_steps": 1, "train.keep_checkpoints": True}), callbacks=[])
+    finally:
+        os.umask(previous)
+    run_dir = result.run_dir
+    files = {p.relative_to(run_dir).as_posix(): p.stat().st_mode & 0o777 for p in run_dir.rglob("*")}
+    for name in ("metrics.json", "config.yaml", "environment.json", "report.html", "learning_curves.png",
+                 "model/model.safetensors", "model/config.json", "checkpoints/last/model.safetensors",
+                 "checkpoints/last/optimizer.safetensors", "checkpoints/best/model.safetensors"):
+        assert files[name] == 0o644, (name, oct(files[name]))
+    assert {mode for mode in files.values()} <= {0o644, 0o755}, {k: oct(v) for k, v in files.items()}
+    assert files["model"] == 0o755 and files["checkpoints/last"] == 0o755
 
 
 # --------------------------------------------------------------------------- the run directory
@@ -276,7 +319,7 @@ def test_early_stopping_restores_the_best_weights(tiny_model_dir, toy, tmp_path)
     result = run_experiment(config, callbacks=[])
     metrics = metrics_of(result.run_dir)
     evals = [r for r in records(result.run_dir) if r["type"] == "eval"]
-    assert metrics["stopped_early"] is True
+    assert metrics["stopped_early"] is True and metrics["stop_reason"] == "early_stopping"
     assert metrics["steps"] < 20 and metrics["steps"] == evals[-1]["step"]
     best = min(evals, key=lambda r: r["loss"])
     assert metrics["best"] == {"step": best["step"], "metric": "loss", "value": best["loss"]}
@@ -414,6 +457,16 @@ def test_predict_a_file_to_jsonl_without_overwriting(finished, run_cli, tmp_path
     written = tmp_path / "out-1.jsonl"
     assert str(written) in squash(out)
     assert len(written.read_text(encoding="utf-8").splitlines()) == len(TEXTS)
+
+
+def test_predict_input_without_the_text_column_names_the_flag(finished, run_cli, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("sentence\nwhat a film\n", encoding="utf-8")
+    err = assert_error(run_cli("predict", finished.run_dir, "--input", source),
+                       f"{source}: no column 'text' (--text-column); the columns are: sentence")
+    assert "data.text_column" not in err
+    assert_error(run_cli("predict", finished.run_dir, "--input", source, "--text-column", "sentence",
+                         "--text-pair-column", "second"), "no column 'second' (--text-pair-column)")
 
 
 def test_transformers_pipeline_agrees_with_texttune_load(finished):

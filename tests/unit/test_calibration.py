@@ -1,4 +1,5 @@
-"""Temperature scaling and expected calibration error."""
+"""Temperature scaling and expected calibration error (ECE; bins checked against scikit-learn's
+calibration_curve, which has the same bins but no ECE)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.calibration import calibration_curve
 
 from texttune.evaluation.calibration import (
     MIN_TEMPERATURE,
@@ -13,6 +15,7 @@ from texttune.evaluation.calibration import (
     expected_calibration_error,
     fit_temperature,
 )
+from texttune.evaluation.metrics import MetricAccumulator
 
 
 def test_ece_on_hand_example():
@@ -37,6 +40,42 @@ def test_bins_are_closed_on_the_right():
     assert count.tolist() == [1, 2]  # 0.5 -> (0, .5]; 1.0 and .51 -> (.5, 1]
     assert conf_sum.tolist() == pytest.approx([0.5, 1.51])
     assert correct_sum.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(("seed", "n_bins"), [(0, 15), (1, 5), (2, 10)])
+def test_bins_are_sklearns_calibration_curve(seed, n_bins):
+    rng = np.random.default_rng(seed)
+    confidence = np.concatenate([rng.uniform(0.3, 1.0, 300), np.linspace(0, 1, n_bins + 1)[1:]])  # and edges
+    correct = rng.random(len(confidence)) < confidence
+    count, conf_sum, correct_sum = bin_statistics(confidence, correct, n_bins)
+    prob_true, prob_pred = calibration_curve(correct, confidence, n_bins=n_bins, strategy="uniform",
+                                             pos_label=True)
+    filled = count > 0
+    assert (correct_sum[filled] / count[filled]).tolist() == pytest.approx(prob_true.tolist(), rel=1e-12)
+    assert (conf_sum[filled] / count[filled]).tolist() == pytest.approx(prob_pred.tolist(), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ece_is_the_count_weighted_gap_of_sklearns_bins(seed):
+    # calibration_curve gives no counts; they come from counting bins (lo, hi] by hand here.
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(500, 4)) * 2
+    labels = rng.integers(0, 4, 500)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    counts = np.zeros(10, int)
+    for c in confidence:
+        counts[max(0, int(np.ceil(c * 10)) - 1)] += 1
+    prob_true, prob_pred = calibration_curve(correct, confidence, n_bins=10, pos_label=True)
+    expected = float((counts[counts > 0] * np.abs(prob_true - prob_pred)).sum() / len(labels))
+    assert expected_calibration_error(probs, labels, n_bins=10) == pytest.approx(expected, rel=1e-12)
+    accumulator = MetricAccumulator(4, n_bins=10)
+    accumulator.update(torch.from_numpy(logits), torch.from_numpy(labels))
+    result = accumulator.compute()
+    assert result["ece"] == pytest.approx(expected, rel=1e-12)
+    assert result["reliability"]["count"] == counts.tolist()
+    filled = [a for a in result["reliability"]["accuracy"] if a is not None]
+    assert filled == pytest.approx(prob_true.tolist())
 
 
 def calibrated_data(seed: int, n: int = 4000, num_labels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:

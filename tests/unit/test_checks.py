@@ -298,6 +298,8 @@ def test_real_imdb() -> None:
     exact = {k: v for k, v in counts(report).items() if not k[0].endswith("_normalized")}
     assert exact == {
         ("duplicates", "train"): 96, ("duplicates", "test"): 199, ("overlap", "train∩test"): 123,
+        # Real remnants: "Alt&#305;oklar", "Samotá&#345;i", "an Agent&#8230; Ankush" (5 train, 2 test rows).
+        ("html_entities", "train"): 5, ("html_entities", "test"): 2,
     }
 
 
@@ -319,3 +321,62 @@ def test_real_trec_drop_leaves_nothing_to_drop() -> None:
     assert len(new.splits["test"]) == 500
     # Near-duplicates within a split are reported but not dropped.
     assert {c for c, _ in counts(run_checks(new, CFG))} == {"duplicates_normalized"}
+
+
+# --------------------------------------------------------------------------- HTML entities and mojibake
+
+DAMAGED = [  # (text as a pipeline left it, the text it was)
+    ("Tiger #39;s putt won #39;t drop", "Tiger's putt won't drop"),
+    ("Merck  amp; Co. said  quot;no quot;", 'Merck & Co. said "no"'),
+    ("Fish &amp; Chips &lt;b&gt;fresh&lt;/b&gt;", "Fish & Chips <b>fresh</b>"),
+    ("the caf\u00c3\u00a9 is open", "the café is open"),
+    ("it\u00e2\u20ac\u2122s raining", "it\u2019s raining"),
+]
+CLEAN = ["a camp; item #3; at AT&T; naïve résumé", "see ?a=1&not=2 here", "a plain sentence"]
+
+
+def damaged_csv(tmp_path: Path) -> Path:
+    rows = [(text, "pos" if i % 2 else "neg") for i, text in enumerate([t for t, _ in DAMAGED] + CLEAN)]
+    path = tmp_path / "damaged.csv"
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
+    return path
+
+
+def test_html_entities_and_mojibake_are_found_with_rows_counts_and_examples(tmp_path) -> None:
+    from texttune.config import DataConfig
+    from texttune.data.load import load_dataset
+
+    ds = load_dataset(DataConfig(train_file=damaged_csv(tmp_path)), carve=False)
+    report = run_checks(ds, CFG)
+    entities, mojibake = found(report, "html_entities", "train"), found(report, "mojibake", "train")
+    assert (entities.count, entities.rows, entities.severity) == (3, [0, 1, 2], "warning")
+    assert "#39; 2" in entities.message and "quot; 2" in entities.message and "data.clean_text" in entities.message
+    assert (mojibake.count, mojibake.rows) == (2, [3, 4])
+    assert any("#39;" in example for example in entities.examples)
+
+
+def test_clean_text_repairs_what_the_checks_found(tmp_path) -> None:
+    from texttune.config import DataConfig
+    from texttune.data.load import load_dataset
+
+    ds = load_dataset(DataConfig(train_file=damaged_csv(tmp_path), clean_text=True), carve=False)
+    assert ds.splits["train"]["text"].tolist() == [fixed for _, fixed in DAMAGED] + CLEAN
+    assert "data.clean_text repaired HTML entities or mojibake in 5 texts" in ds.notes
+    checks = {f.check for f in run_checks(ds, CFG).findings}
+    assert not checks & {"html_entities", "mojibake"}
+
+
+def test_real_ag_news_html_entity_damage_is_counted_and_repaired() -> None:
+    from texttune.data.load import repair_texts
+
+    ds = real("ag_news")
+    f = found(run_checks(ds, EXACT_ONLY), "html_entities", "test")
+    # Rows with any remnant; each form counted where it occurs (the data README: #39; in 1,900 rows).
+    assert f.count == 2428
+    assert f.message.startswith("2,428 rows with HTML-entity remnants")
+    assert "#39; 2,789, &gt; 754, &lt; 753, quot; 595, amp; 105" in f.message
+    assert found(run_checks(ds, EXACT_ONLY), "mojibake", "test") is None  # AG News is plain ASCII
+    repaired = repair_texts(ds)
+    assert found(run_checks(repaired, EXACT_ONLY), "html_entities", "test") is None
+    texts = repaired.splits["test"]["text"]
+    assert texts.str.contains("doesn't feel any extra pressure", regex=False).any()

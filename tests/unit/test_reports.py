@@ -72,13 +72,16 @@ def write_run(run_dir: Path, labels: list[str], with_test: bool = True) -> Path:
         "params": {"trainable": 12_345, "total": 4_400_000, "trainable_pct": 0.28},
         "wall_time_s": 4321.5, "peak_memory_mb": 1843.2, "train_samples_per_s": 850.3, "temperature": 1.37,
     }
+    metrics["validation"]["calibrated"] = {"temperature": 1.37, "log_loss": 0.2988, "ece": 0.0198}
     if with_test:
         metrics["test"] = split_metrics(labels, 0.9134, [])
+        metrics["test"]["calibrated"] = {"temperature": 1.37, "log_loss": 0.3101, "ece": 0.0211}
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     lines = [json.dumps(r) for r in records()] + ['{"type": "train", "st']  # torn last line: a killed run
     (run_dir / "metrics.jsonl").write_text("\n".join(lines))
-    (run_dir / "config.yaml").write_text(f"name: trec-lora\nseed: 42\ndata:\n  dataset: trec  # {XSS}\n")
+    (run_dir / "config.yaml").write_text(f"name: trec-lora\nseed: 42\ndata:\n  dataset: trec  # {XSS}\n"
+                                         "model:\n  name: pretrained\n  path: minilm\nstrategy:\n  name: lora\n")
     (run_dir / "environment.json").write_text(json.dumps(
         {"texttune": "0.1.0", "python": "3.11.2", "torch": "2.13.0", "transformers": "5.0.0",
          "git_commit": "abc1234+dirty", "device": "cpu"}))
@@ -188,3 +191,54 @@ def test_learning_curves_edge_cases(tmp_path, kind):
 def test_reliability_without_ece(tmp_path):
     reliability = split_metrics(["a", "b"], 0.9, [])["reliability"]
     assert_png(plot_reliability(reliability, tmp_path / "rel.png"))
+
+
+def test_the_strategy_is_in_the_title_and_the_summary(report):
+    _, html = report
+    assert "<title>trec-lora: minilm, strategy lora — texttune report</title>" in html
+    assert "<h1>trec-lora: minilm, strategy lora</h1>" in html
+    summary = html.split("<h2>Summary</h2>")[1].split("</section>")[0]
+    assert '<div class="k">model / strategy</div><div class="v">minilm / lora</div>' in summary
+
+
+def test_the_resolved_config_is_folded_away(report):
+    _, html = report
+    section = html.split("<h2>Configuration</h2>")[1].split("</section>")[0]
+    assert section.lstrip().startswith("<details><summary>resolved config (config.yaml")
+    assert "<pre>" in section and section.index("<pre>") > section.index("<details>")
+    assert section.rstrip().endswith("</details>")
+
+
+def test_calibrated_ece_and_log_loss_stand_beside_the_uncalibrated_ones(report):
+    _, html = report
+    summary = html.split("<h2>Summary</h2>")[1].split("</section>")[0]
+    # The headline split is test: its raw scores with the temperature-scaled ones predict returns.
+    ece_card = summary.split("test ECE")[1].split('<div class="card">')[0]
+    assert "0.0427" in ece_card and "calibrated 0.0211" in ece_card
+    log_loss_card = summary.split("test log-loss")[1].split('<div class="card">')[0]
+    assert "0.3512" in log_loss_card and "calibrated 0.3101" in log_loss_card
+    calibration = html.split("<h2>Calibration</h2>")[1].split("</section>")[0]
+    assert "<th>uncalibrated</th><th>calibrated</th>" in calibration
+    assert re.search(r"<td>ECE</td><td class=\"num\">0.0427</td><td class=\"num\">0.0211</td>", calibration)
+    metrics = html.split("<h2>Metrics</h2>")[1].split("</section>")[0]
+    assert re.search(r"<td>ece \(calibrated\)</td><td class=\"num\">0.0198</td><td class=\"num\">0.0211</td>",
+                     metrics)
+
+
+def test_learning_curve_legends_sit_outside_the_plotted_data():
+    from texttune.reports.plots import learning_curves_figure
+
+    # Scores that end top right and losses that end bottom right: the corners a legend would take.
+    fig = learning_curves_figure(records())
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            assert legend is not None
+            box, area = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+            assert box.x0 >= area.x1  # right of the axes: no point can be under it
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

@@ -272,18 +272,25 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable Parquet file ({detail})") from None
 
 
+# Where a user names each column: the config keys of a data section (a command taking a file of texts
+# names its own flags instead: predict's --text-column).
+COLUMN_KEYS = {"text": "data.text_column", "text_pair": "data.text_pair_column", "label_raw": "data.label_column"}
+
+
 def select_columns(
-    df: pd.DataFrame, path: Path | str, text: str, text_pair: str | None, label: str | None
+    df: pd.DataFrame, path: Path | str, text: str, text_pair: str | None, label: str | None,
+    keys: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Keep the text/pair/label columns under their canonical names; name what is missing."""
+    """Keep the text/pair/label columns under their canonical names; name what is missing, and the
+    setting that chose it (``keys``, by role; default ``COLUMN_KEYS``)."""
     wanted = {"text": text, "text_pair": text_pair, "label_raw": label}
     missing = [(role, col) for role, col in wanted.items() if col is not None and col not in df.columns]
     if missing:
         role, col = missing[0]
-        key = {"text": "text_column", "text_pair": "text_pair_column", "label_raw": "label_column"}[role]
+        key = {**COLUMN_KEYS, **(keys or {})}[role]
         have = ", ".join(map(_column_name, df.columns[:MAX_COLUMNS_SHOWN]))
         more = f", … ({len(df.columns)} columns)" if len(df.columns) > MAX_COLUMNS_SHOWN else ""
-        raise DataError(f"{path}: no column '{col}' (data.{key}); the columns are: {have}{more}")
+        raise DataError(f"{path}: no column '{col}' ({key}); the columns are: {have}{more}")
     out = pd.DataFrame(index=df.index)
     for role, col in wanted.items():
         if col is not None:

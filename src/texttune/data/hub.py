@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from texttune.errors import DataError
+from texttune.io import apply_umask
 
 if TYPE_CHECKING:
     from texttune.data.builtin import BuiltinDataset
@@ -105,6 +106,7 @@ def convert_hub_export(spec: BuiltinDataset, export_dir: Path, folder: Path) -> 
             our_column = spec.hub.columns.get(hub_column, hub_column)
             name = "labels.txt" if our_column == "label" else f"labels_{our_column.removeprefix('label_')}.txt"
             (staging / name).write_text("\n".join(names) + "\n", encoding="utf-8")
+        apply_umask(staging)  # mkdtemp's 0700 would become the dataset folder's mode
         if folder.exists():  # a partial folder without split files: keep it, never delete user files
             for item in staging.iterdir():
                 target = folder / item.name

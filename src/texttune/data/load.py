@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,8 @@ def load_dataset(cfg: DataConfig, carve: bool = True) -> TextDataset:
     else:
         ds = load_files(cfg)
         default_test = default_validation = None
+    if cfg.clean_text:
+        ds = repair_texts(ds)
     if not carve:
         return ds
     test_size = cfg.test_size if cfg.test_size is not None else default_test
@@ -48,15 +52,42 @@ def load_dataset(cfg: DataConfig, carve: bool = True) -> TextDataset:
     )
 
 
-def prepare_data(cfg: DataConfig):  # -> tuple[TextDataset, CheckReport, dict]
-    """Load, then run the data checks and apply the configured policy (warn, drop or fail)."""
+def repair_texts(ds: TextDataset) -> TextDataset:
+    """``data.clean_text``: every text (and pair) with its entity remnants and mojibake repaired, before
+    anything reads it (checks, carving, the vocabulary); a note says how many changed."""
+    from texttune.data.text_damage import repair_column
+
+    splits, changed = {}, 0
+    for name, frame in ds.splits.items():
+        frame = frame.copy()
+        for column in ("text", "text_pair"):
+            if column in frame.columns:
+                frame[column], count = repair_column(frame[column])
+                changed += count
+        splits[name] = frame
+    note = f"data.clean_text repaired HTML entities or mojibake in {changed:,} texts"
+    return replace(ds, splits=splits, notes=[*ds.notes, note] if changed else list(ds.notes))
+
+
+def prepare_data(cfg: DataConfig, announce: Callable[[str], None] | None = None):
+    """Load, then run the data checks and apply the configured policy (warn, drop or fail); ``announce``
+    hears each step as it starts (-> tuple[TextDataset, CheckReport, dict])."""
     from texttune.data.checks import apply_policy, run_checks
 
+    announce = announce or (lambda message: None)
+    announce(f"loading data: {describe_source(cfg)} ...")
     ds = load_dataset(cfg)
+    sizes = ", ".join(f"{split} {len(ds.splits[split]):,}" for split in ds.split_names())
+    announce(f"checking data: {sizes} rows (policy {cfg.checks.policy}) ...")
     report = run_checks(ds, cfg.checks)
     ds, dropped = apply_policy(ds, report, cfg.checks)
     check_trainable(ds, cfg)
     return ds, report, dropped
+
+
+def describe_source(cfg: DataConfig) -> str:
+    """The data a config names, for messages: a built-in's name or the training file."""
+    return cfg.dataset if cfg.dataset is not None else str(cfg.train_file)
 
 
 def check_trainable(ds: TextDataset, cfg: DataConfig) -> None:

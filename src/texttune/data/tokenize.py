@@ -166,13 +166,79 @@ def epoch_batches(
         chunk = order[start : start + mega]
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return _longest_first_then_shuffled(batches, lengths, rng)
+
+
+def _longest_first_then_shuffled(batches: list[np.ndarray], lengths: np.ndarray, rng) -> list[np.ndarray]:
     longest = int(np.argmax([lengths[b].max() for b in batches]))
     first = batches.pop(longest)
     rest = [batches[i] for i in rng.permutation(len(batches))]
     return [first, *rest]
 
 
-def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Evaluation batches sorted by length (order does not matter for metrics; padding does)."""
+def padded_tokens(lengths: np.ndarray, indices: np.ndarray) -> int:
+    """What a batch costs with dynamic padding: rows × its longest row (not its real tokens)."""
+    return len(indices) * int(lengths[indices].max()) if len(indices) else 0
+
+
+def epoch_token_batches(
+    lengths: np.ndarray, batch_tokens: int, seed: int, epoch: int, group_by_length: bool, ranks: int = 1
+) -> list[np.ndarray]:
+    """``epoch_batches`` by a token budget: global batches whose every rank's share (every
+    ``ranks``-th example, see ``training.loop._share``) holds at most ``batch_tokens`` *padded*
+    tokens, rows × longest row, which is what a dynamically padded forward pass costs. A batch of at
+    most ``ranks`` examples (one per rank) is allowed whatever its length: an example longer than the
+    budget trains alone. A pure function of (seed, epoch) (and the budget and rank count), so resume
+    needs only a position.
+
+    With ``group_by_length`` the shuffled order is cut into chunks of about 50 budgets of tokens, each
+    chunk sorted by length and cut greedily (rows = ranks × (budget // longest), a multiple of
+    ``ranks``, so ranks stay balanced), the longest batch first, the rest shuffled. Without it the
+    shuffled order is cut greedily as it comes (each batch padded to its own longest example).
+    """
+    if batch_tokens <= 0 or ranks <= 0:
+        raise ValueError(f"batch_tokens ({batch_tokens}) and ranks ({ranks}) must be positive")
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    lengths = np.maximum(np.asarray(lengths, dtype=np.int64), 1)  # an empty row still takes a row
+    if not group_by_length:
+        return _cut_in_order(order, lengths, batch_tokens, ranks)
+    chunk_of = (np.cumsum(lengths[order]) - 1) // (50 * batch_tokens * ranks)
+    batches: list[np.ndarray] = []
+    for chunk in np.split(order, np.flatnonzero(np.diff(chunk_of)) + 1):
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        start = 0
+        while start < len(chunk):
+            rows = ranks * max(1, batch_tokens // int(lengths[chunk[start]]))
+            batches.append(chunk[start : start + rows])
+            start += rows
+    return _longest_first_then_shuffled(batches, lengths, rng) if batches else []
+
+
+def _cut_in_order(order: np.ndarray, lengths: np.ndarray, batch_tokens: int, ranks: int) -> list[np.ndarray]:
+    """Greedy batches of ``order`` as it comes: a row joins while ceil(rows / ranks) × longest fits."""
+    batches, start, longest = [], 0, 0
+    for i, index in enumerate(order):
+        rows, width = i + 1 - start, max(longest, int(lengths[index]))
+        if rows > ranks and -(-rows // ranks) * width > batch_tokens:
+            batches.append(order[start:i])
+            start, width = i, int(lengths[index])
+        longest = width
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
+
+
+def eval_batches(lengths: np.ndarray, batch_size: int, batch_tokens: int | None = None) -> list[np.ndarray]:
+    """Evaluation batches sorted by length (order does not matter for metrics; padding does): of
+    ``batch_size`` examples, or with ``batch_tokens`` as many as fit that many padded tokens (an
+    example longer than the budget alone)."""
     order = np.argsort(-lengths, kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if batch_tokens is None:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, start = [], 0
+    while start < len(order):
+        rows = max(1, batch_tokens // max(int(lengths[order[start]]), 1))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches

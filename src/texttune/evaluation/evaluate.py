@@ -30,8 +30,9 @@ def map_sharded(compute: Callable[[Any], Any], items: Iterable[Any], accelerator
 
 
 def iter_logits(model, data: Encoded, pad_id: int, batch_size: int, device: torch.device, autocast=None,
-                accelerator=None):
-    """Yield (indices, logits (B, C) float32 on CPU) over ``data`` in length-sorted batches.
+                accelerator=None, batch_tokens: int | None = None):
+    """Yield (indices, logits (B, C) float32 on CPU) over ``data`` in length-sorted batches (of
+    ``batch_size`` examples, or of ``batch_tokens`` padded tokens).
 
     The batches and their order are those of one process whatever the process count
     (``map_sharded``), so metrics are those of a 1-process evaluation."""
@@ -44,7 +45,7 @@ def iter_logits(model, data: Encoded, pad_id: int, batch_size: int, device: torc
 
     model.eval()
     with torch.inference_mode():
-        yield from map_sharded(forward, eval_batches(data.lengths, batch_size), accelerator)
+        yield from map_sharded(forward, eval_batches(data.lengths, batch_size, batch_tokens), accelerator)
 
 
 def evaluation_model(model, accelerator):
@@ -66,18 +67,21 @@ def evaluate(
     keep_worst: int = 0,
     collect_logits: bool = False,
     temperature: float | None = None,
+    batch_tokens: int | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor | None]:
     """Metrics of ``model`` on ``data`` in one pass; memory stays constant in the number of examples
     unless ``collect_logits`` (used to fit temperature scaling on validation) asks for the (N, C)
     logits. With ``temperature`` the metrics also hold ``calibrated`` log-loss/ECE/reliability of
-    logits / temperature, from the same forward pass."""
+    logits / temperature, from the same forward pass. ``batch_tokens`` (``train.eval_batch_tokens``)
+    batches by padded tokens instead of ``batch_size`` examples."""
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     autocast = accelerator.autocast if accelerator is not None else None
     model = evaluation_model(model, accelerator)
     raw = MetricAccumulator(len(label_names), label_names, keep_worst=keep_worst)
     scaled = MetricAccumulator(len(label_names), label_names) if temperature is not None else None
     collected = torch.empty((len(data), len(label_names))) if collect_logits else None
-    for indices, logits in iter_logits(model, data, pad_id, batch_size, device, autocast, accelerator):
+    for indices, logits in iter_logits(model, data, pad_id, batch_size, device, autocast, accelerator,
+                                       batch_tokens):
         labels = torch.tensor(data.labels[indices])
         raw.update(logits, labels, ids=data.rows[indices].tolist())
         if scaled is not None:

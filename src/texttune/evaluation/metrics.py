@@ -1,28 +1,35 @@
-"""Classification metrics computed in a stream, with memory that does not grow with the data.
+"""Classification metrics of a stream of evaluation batches, computed by scikit-learn.
 
 The training loop calls ``MetricAccumulator.update`` once per evaluation batch and ``compute`` once at
-the end. scikit-learn's metric functions need every prediction at once, so instead we keep sufficient
-statistics: the non-zero cells of the C×C confusion matrix (all of accuracy/precision/recall/F1 follow
-from it; kept sparse, so memory grows with the cells seen rather than with C²), the summed
-negative log-likelihood, per-bin ECE sums, and a bounded heap of the most confidently wrong examples.
-The F1 family is derived from the confusion matrix by hand, because scikit-learn has no function that
-takes one; the formulas match ``sklearn.metrics`` with ``labels=range(C)`` and ``zero_division=0``,
-which ``tests/unit/test_metrics.py`` checks. Past 100 classes the confusion matrix is recorded as its
-non-zero cells (``texttune.evaluation.confusion``), so a result stays small with thousands of classes.
+the end. ``update`` reduces each batch's (B, C) logits to one row per example (true label, predicted
+label, top-label confidence, negative log-likelihood, id: 40 bytes an example, whatever C is), so the
+logits themselves are never kept; ``compute`` hands the rows to ``sklearn.metrics`` (accuracy, the
+precision / recall / F1 family with ``labels=range(C)`` and ``zero_division=0``, the confusion matrix).
+
+Hand-written, because the libraries lack it:
+
+- the log-loss is the mean of torch's ``cross_entropy`` per example, not ``sklearn.metrics.log_loss``:
+  that one needs the (N, C) probabilities (we keep no logits) and clips them to [eps, 1 - eps], which
+  caps a confidently wrong example's loss at -log(eps) = 36 instead of its real NLL, the quantity we
+  train on;
+- ECE and the reliability bins (``evaluation.calibration``): scikit-learn has no ECE;
+- past ``DENSE_MAX_CLASSES`` classes the confusion matrix is counted as its non-zero cells:
+  ``sklearn.metrics.confusion_matrix`` only returns the dense (C, C) array (200 MB at 5,000 classes);
+- the most confidently wrong examples (a stable sort of the rows).
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from texttune.evaluation.calibration import bin_edges, bin_statistics, ece_from_bins
-from texttune.evaluation.confusion import SparseConfusion, confusion_record
+from texttune.evaluation.confusion import DENSE_MAX_CLASSES, SparseConfusion, confusion_record
 
 # Which way is better for each metric compute() returns (early stopping, best-checkpoint selection).
 METRIC_DIRECTIONS: dict[str, str] = {
@@ -38,9 +45,9 @@ METRIC_DIRECTIONS: dict[str, str] = {
     "ece": "min",
 }
 
-# A heap entry: (confidence, -position, id, true label, predicted label). Ties on confidence keep the
-# example seen first (larger -position), so the kept set does not depend on how data was batched.
-_WorstEntry = tuple[float, int, int, int, int]
+# What update() keeps of each example.
+ROW = np.dtype([("label", np.int64), ("predicted", np.int64), ("confidence", np.float64),
+                ("nll", np.float64), ("id", np.int64)])
 
 
 def is_better(metric: str, new: float, best: float | None, min_delta: float = 0.0) -> bool:
@@ -59,51 +66,34 @@ def is_better(metric: str, new: float, best: float | None, min_delta: float = 0.
     return new < best - min_delta
 
 
-def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """Elementwise numerator / denominator with 0 where the denominator is 0 (sklearn's zero_division=0)."""
-    out = np.zeros(np.broadcast(numerator, denominator).shape, dtype=np.float64)
-    np.divide(numerator, denominator, out=out, where=denominator != 0)
-    return out
+def _label_scores(labels: np.ndarray, predicted: np.ndarray, num_labels: int
+                  ) -> tuple[dict[str, float], tuple]:
+    """scikit-learn's accuracy and averaged precision / recall / F1 over all ``num_labels`` classes (0
+    where undefined), and its per-class (precision, recall, f1, support), each a (C,) array."""
+    # Imported here: sklearn.metrics adds seconds to the start-up of everything importing the loop.
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
+    def scores(average: str | None) -> tuple:
+        return precision_recall_fscore_support(labels, predicted, labels=np.arange(num_labels),
+                                               average=average, zero_division=0)
 
-def _scores_from_confusion(cells: SparseConfusion) -> dict[str, np.ndarray]:
-    """Per-class precision, recall, F1 and support from a confusion matrix's cells (rows = true)."""
-    c, diagonal = cells.size, cells.rows == cells.cols
-    tp = np.bincount(cells.rows[diagonal], weights=cells.counts[diagonal], minlength=c)  # (C,) float64
-    support = cells.true_totals()  # (C,) true count per class
-    predicted = np.bincount(cells.cols, weights=cells.counts, minlength=c).astype(np.int64)  # (C,)
-    # F1 as 2tp / (support + predicted) = 2tp / (2tp + fp + fn), the form sklearn uses: it is 0 (not
-    # undefined) when precision is undefined but recall is 0, exactly like zero_division=0.
-    return {
-        "precision": _safe_divide(tp, predicted),
-        "recall": _safe_divide(tp, support),
-        "f1": _safe_divide(2 * tp, support + predicted),
-        "support": support,
-        "tp": tp,
+    macro, micro, weighted = scores("macro"), scores("micro"), scores("weighted")
+    averaged = {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "f1_macro": float(macro[2]),
+        "f1_micro": float(micro[2]),
+        "f1_weighted": float(weighted[2]),
+        "precision_macro": float(macro[0]),
+        "recall_macro": float(macro[1]),
     }
-
-
-def _averaged_scores(scores: dict[str, np.ndarray]) -> dict[str, float]:
-    """Accuracy and the macro / micro / weighted averages of the per-class scores."""
-    support = scores["support"]
-    accuracy = float(scores["tp"].sum() / support.sum())
-    return {
-        "accuracy": accuracy,
-        "f1_macro": float(scores["f1"].mean()),
-        # Single-label, all classes counted: every error is one micro FP and one micro FN, so micro
-        # precision = recall = F1 = accuracy.
-        "f1_micro": accuracy,
-        "f1_weighted": float(np.average(scores["f1"], weights=support)) if support.sum() else 0.0,
-        "precision_macro": float(scores["precision"].mean()),
-        "recall_macro": float(scores["recall"].mean()),
-    }
+    return averaged, scores(None)
 
 
 class MetricAccumulator:
-    """Streams (logits, labels) batches into classification metrics; state size is independent of N.
+    """Collects (logits, labels) batches as one row per example and computes classification metrics.
 
     ``num_labels`` classes named ``label_names`` (default "0", "1", ...); ``n_bins`` equal-width
-    confidence bins for ECE and the reliability diagram; ``keep_worst`` > 0 keeps that many most
+    confidence bins for ECE and the reliability diagram; ``keep_worst`` > 0 reports that many most
     confidently wrong examples.
     """
 
@@ -126,32 +116,33 @@ class MetricAccumulator:
 
     def reset(self) -> None:
         """Forget everything seen, keeping the configuration (reuse across evaluations)."""
-        b = self.n_bins
-        # The non-zero confusion cells, {true * C + predicted: count}: a dense C×C matrix would be 200 MB
-        # at 5,000 classes (and as much again per batch to update it), however few examples there are.
-        self._cells: dict[int, int] = {}
-        self.nll_sum = 0.0
-        self.bin_count = np.zeros(b, dtype=np.int64)
-        self.bin_conf_sum = np.zeros(b, dtype=np.float64)
-        self.bin_correct_sum = np.zeros(b, dtype=np.float64)
+        self._batches: list[np.ndarray] = []  # ROW arrays, one per update, in stream order
         self.loss_sum = 0.0
         self.num_examples = 0
         # None until the first update decides whether batches come with a loss; mixing is refused.
         self._with_loss: bool | None = None
-        self._worst: list[_WorstEntry] = []  # min-heap, at most keep_worst entries
+
+    def rows(self) -> np.ndarray:
+        """Every example seen, in stream order, as a (N,) ``ROW`` array."""
+        return np.concatenate(self._batches) if self._batches else np.empty(0, ROW)
 
     @property
     def confusion(self) -> np.ndarray:
         """The dense (C, C) confusion matrix, rows = true, columns = predicted (C² memory)."""
-        return self.confusion_cells().dense()
+        from sklearn.metrics import confusion_matrix
+
+        if self.num_examples == 0:  # sklearn refuses empty input
+            return np.zeros((self.num_labels, self.num_labels), dtype=np.int64)
+        rows = self.rows()
+        return confusion_matrix(rows["label"], rows["predicted"], labels=np.arange(self.num_labels))
 
     def confusion_cells(self) -> SparseConfusion:
-        """The confusion matrix's non-zero cells in row-major order."""
-        keys = np.fromiter(self._cells.keys(), np.int64, len(self._cells))
-        counts = np.fromiter(self._cells.values(), np.int64, len(self._cells))
-        order = np.argsort(keys)
-        keys, counts = keys[order], counts[order]
-        return SparseConfusion(self.num_labels, keys // self.num_labels, keys % self.num_labels, counts)
+        """The confusion matrix's non-zero cells in row-major order; memory grows with the cells, not C²
+        (``sklearn.metrics.confusion_matrix`` has no sparse output)."""
+        rows = self.rows()
+        cells, counts = np.unique(rows["label"] * self.num_labels + rows["predicted"], return_counts=True)
+        return SparseConfusion(self.num_labels, cells // self.num_labels, cells % self.num_labels,
+                               counts.astype(np.int64))
 
     def update(
         self,
@@ -166,26 +157,19 @@ class MetricAccumulator:
         mean-reduced loss); give it for every batch or none. ``ids`` name the examples in ``worst``;
         without them an example is named by its position in this accumulator's stream.
         """
-        logits64 = logits.detach().to("cpu", torch.float64)  # (B, C); float64 so NLL sums stay exact
+        logits64 = logits.detach().to("cpu", torch.float64)  # (B, C); float64 so the NLL stays exact
         targets = labels.detach().to("cpu")  # (B,)
         self._check_batch(logits64, targets, loss_sum, ids)
         targets = targets.long()
-        log_probs = torch.log_softmax(logits64, dim=-1)  # (B, C)
-        top_log_prob, preds = log_probs.max(dim=-1)  # (B,), (B,); ties go to the first class, as argmax
-        confidence = top_log_prob.exp().numpy()  # (B,)
-        correct = (preds == targets).numpy()  # (B,)
-        cells, counts = np.unique(targets.numpy() * self.num_labels + preds.numpy(), return_counts=True)
-        for cell, count in zip(cells.tolist(), counts.tolist()):  # at most B distinct cells
-            self._cells[cell] = self._cells.get(cell, 0) + count
-        self.nll_sum -= float(log_probs.gather(1, targets[:, None]).sum())
-        count, conf_sum, correct_sum = bin_statistics(confidence, correct, self.n_bins)
-        self.bin_count += count
-        self.bin_conf_sum += conf_sum
-        self.bin_correct_sum += correct_sum
+        batch = np.empty(len(targets), ROW)
+        top_log_prob, predicted = torch.log_softmax(logits64, dim=-1).max(dim=-1)  # (B,); ties: first class
+        batch["label"], batch["predicted"] = targets.numpy(), predicted.numpy()
+        batch["confidence"] = top_log_prob.exp().numpy()
+        batch["nll"] = F.cross_entropy(logits64, targets, reduction="none").numpy()
+        batch["id"] = np.arange(self.num_examples, self.num_examples + len(targets)) if ids is None else ids
+        self._batches.append(batch)
         self._with_loss = loss_sum is not None
         self.loss_sum += float(loss_sum or 0.0)
-        if self.keep_worst:
-            self._push_worst(confidence, correct, targets.numpy(), preds.numpy(), ids)
         self.num_examples += len(targets)
 
     def _check_batch(
@@ -207,27 +191,6 @@ class MetricAccumulator:
         if self._with_loss is not None and self._with_loss != (loss_sum is not None):
             raise ValueError("loss_sum must be given for every batch or for none")
 
-    def _push_worst(
-        self,
-        confidence: np.ndarray,
-        correct: np.ndarray,
-        labels: np.ndarray,
-        preds: np.ndarray,
-        ids: Sequence[int] | None,
-    ) -> None:
-        """Offer this batch's confidently wrong examples to the bounded heap."""
-        wrong = np.flatnonzero(~correct)  # (W,)
-        # Only the batch's own top keep_worst can enter the heap; a stable sort keeps ties in order.
-        order = np.argsort(-confidence[wrong], kind="stable")[: self.keep_worst]
-        for i in wrong[order]:
-            position = self.num_examples + int(i)
-            name = position if ids is None else int(ids[i])
-            entry = (float(confidence[i]), -position, name, int(labels[i]), int(preds[i]))
-            if len(self._worst) < self.keep_worst:
-                heapq.heappush(self._worst, entry)
-            elif entry > self._worst[0]:
-                heapq.heapreplace(self._worst, entry)
-
     def merge(self, other: MetricAccumulator) -> MetricAccumulator:
         """Add ``other``'s examples to this accumulator (as if streamed after ours); returns self.
 
@@ -241,16 +204,7 @@ class MetricAccumulator:
                 "can only merge accumulators with the same num_labels, label_names, n_bins, keep_worst")
         if None not in (self._with_loss, other._with_loss) and self._with_loss != other._with_loss:
             raise ValueError("cannot merge an accumulator given loss_sum with one that was not")
-        # Shift other's positions after ours so tie-breaking still prefers the earlier example.
-        shifted = [(c, p - self.num_examples, i, t, y) for c, p, i, t, y in other._worst]
-        self._worst = heapq.nlargest(self.keep_worst, self._worst + shifted)
-        heapq.heapify(self._worst)
-        for cell, count in other._cells.items():
-            self._cells[cell] = self._cells.get(cell, 0) + count
-        self.nll_sum += other.nll_sum
-        self.bin_count += other.bin_count
-        self.bin_conf_sum += other.bin_conf_sum
-        self.bin_correct_sum += other.bin_correct_sum
+        self._batches += other._batches
         self.loss_sum += other.loss_sum
         self.num_examples += other.num_examples
         self._with_loss = self._with_loss if other._with_loss is None else other._with_loss
@@ -260,54 +214,61 @@ class MetricAccumulator:
         """All metrics as plain Python numbers (JSON-serialisable); see the module docstring."""
         if self.num_examples == 0:
             raise ValueError("no examples to evaluate: update() was never given a non-empty batch")
-        cells = self.confusion_cells()
-        scores = _scores_from_confusion(cells)
-        log_loss = self.nll_sum / self.num_examples
-        result: dict[str, Any] = _averaged_scores(scores)
+        rows = self.rows()
+        averaged, (precision, recall, f1, support) = _label_scores(
+            rows["label"], rows["predicted"], self.num_labels)
+        result: dict[str, Any] = averaged
         if self.num_labels == 2:
-            result["f1"] = float(scores["f1"][1])  # positive class = label 1, like sklearn's default
+            result["f1"] = float(f1[1])  # positive class = label 1, like sklearn's default
         result["per_class"] = {
             name: {
-                "precision": float(scores["precision"][k]),
-                "recall": float(scores["recall"][k]),
-                "f1": float(scores["f1"][k]),
-                "support": int(scores["support"][k]),
+                "precision": float(precision[k]),
+                "recall": float(recall[k]),
+                "f1": float(f1[k]),
+                "support": int(support[k]),
             }
             for k, name in enumerate(self.label_names)
         }
-        result["confusion_matrix"] = confusion_record(cells)
+        result["confusion_matrix"] = (self.confusion.tolist() if self.num_labels <= DENSE_MAX_CLASSES
+                                      else confusion_record(self.confusion_cells()))
+        log_loss = float(rows["nll"].mean())
         result["log_loss"] = log_loss
-        result["ece"] = ece_from_bins(self.bin_count, self.bin_conf_sum, self.bin_correct_sum)
-        result["reliability"] = self._reliability()
+        bins = bin_statistics(rows["confidence"], rows["label"] == rows["predicted"], self.n_bins)
+        result["ece"] = ece_from_bins(*bins)
+        result["reliability"] = self._reliability(*bins)
         result["num_examples"] = self.num_examples
         result["loss"] = self.loss_sum / self.num_examples if self._with_loss else log_loss
-        result["worst"] = self._worst_examples()
+        result["worst"] = self._worst_examples(rows)
         return result
 
-    def _reliability(self) -> dict[str, list]:
+    def _reliability(self, count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray
+                     ) -> dict[str, list]:
         """Per-bin accuracy and mean confidence (None for an empty bin) for a reliability diagram."""
         def per_bin(sums: np.ndarray) -> list[float | None]:
-            return [float(s / n) if n else None for s, n in zip(sums, self.bin_count)]
+            return [float(s / n) if n else None for s, n in zip(sums, count)]
 
         return {
             "bin_edges": bin_edges(self.n_bins).tolist(),
-            "accuracy": per_bin(self.bin_correct_sum),
-            "confidence": per_bin(self.bin_conf_sum),
-            "count": self.bin_count.tolist(),
+            "accuracy": per_bin(correct_sum),
+            "confidence": per_bin(conf_sum),
+            "count": count.tolist(),
         }
 
-    def _worst_examples(self) -> list[dict[str, Any]]:
-        """The kept confidently wrong examples, most confident first."""
+    def _worst_examples(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """The ``keep_worst`` most confidently wrong examples, most confident first; a stable sort keeps
+        the example seen first among equal confidences, so batching does not change the choice."""
+        wrong = rows[rows["label"] != rows["predicted"]]
+        worst = wrong[np.argsort(-wrong["confidence"], kind="stable")[: self.keep_worst]]
         return [
             {
-                "id": name,
-                "label": label,
-                "predicted": pred,
-                "label_name": self.label_names[label],
-                "predicted_name": self.label_names[pred],
-                "confidence": confidence,
+                "id": int(row["id"]),
+                "label": int(row["label"]),
+                "predicted": int(row["predicted"]),
+                "label_name": self.label_names[row["label"]],
+                "predicted_name": self.label_names[row["predicted"]],
+                "confidence": float(row["confidence"]),
             }
-            for confidence, _, name, label, pred in sorted(self._worst, reverse=True)
+            for row in worst
         ]
 
 

@@ -77,7 +77,9 @@ class CNNEncoder(nn.Module):
     def _max_over_time(conv: nn.Module, k: int, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         out = conv(x)  # (B, F, T+k-1)
         # A window counts if it covers at least one real token; windows of padding alone never win.
-        covers_real = F.max_pool1d(F.pad(real, (k - 1, k - 1)), k, stride=1) > 0  # (B, 1, T+k-1)
+        # Counted by a conv with a ones kernel, not max_pool1d over the padded mask: torch.export
+        # fixes max_pool1d's length to the example's, and the ONNX export needs it dynamic.
+        covers_real = F.conv1d(real, real.new_ones(1, 1, k), padding=k - 1) > 0  # (B, 1, T+k-1)
         out = out.masked_fill(~covers_real, torch.finfo(out.dtype).min)
         # ReLU after the max equals the max after ReLU, and maps an all-padding sequence to zeros.
         return F.relu(out.max(dim=2).values)  # (B, F)

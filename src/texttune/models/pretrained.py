@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import Field
 
@@ -14,6 +14,11 @@ from texttune.models.registry import MODEL_BUILDERS, MODEL_CONFIGS
 
 
 class PretrainedModelConfig(Section):
+    # Fine-tuning a pretrained encoder (BERT's recipe): a small learning rate with warmup, a few epochs.
+    # The same values are TrainConfig's own defaults; here they are the family's, so `config show` says so.
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "lr": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.06, "epochs": 3, "per_device_batch_size": 16,
+    }
     name: Literal["pretrained"] = "pretrained"
     path: str = Field(
         "minilm",

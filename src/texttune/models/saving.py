@@ -145,7 +145,9 @@ def load_tokenizer_from(source: str | Path, name: str | Path | None = None):
             if (folder / file).is_file():
                 read_json_object(folder / file)
     with reading(name if name is not None else source, "cannot load the tokenizer"):
-        return AutoTokenizer.from_pretrained(str(source))
+        # Never the folder's own code: a custom-code export (texttune export) would otherwise make
+        # transformers ask on stdin whether to run it; the tokenizer itself is plain tokenizer.json.
+        return AutoTokenizer.from_pretrained(str(source), trust_remote_code=False)
 
 
 def weights_fingerprint(folder: str | Path) -> str | None:

@@ -4,11 +4,17 @@ Each config names its encoder's hyper-parameters (they become the encoder dict s
 config.json) plus what every from-scratch model shares: the tokenizer (a word vocabulary built from
 the training split only, or a pretrained WordPiece tokenizer such as MiniLM's), optional GloVe
 initialisation, the head and ``max_length``. The encoders themselves live in their own modules.
+
+Each class also declares ``train_defaults``: the training settings its family needs unless the user sets
+them (``tasks/classify.with_model_defaults`` puts them under every config source). From-scratch models
+learn at learning rates ~40x a pretrained encoder's: at the global 5e-5 a CNN on TREC-6 stays near chance
+(0.16 after 3 epochs). The values are those of the tuned configs in ``configs/scratch/`` (and
+``configs/*_bag_of_ngrams.yaml``), with epochs and early stopping that suit small and large datasets.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -52,6 +58,11 @@ class ScratchModelConfig(Section):
 class BagOfNgramsModelConfig(ScratchModelConfig):
     name: Literal["bag_of_ngrams"] = "bag_of_ngrams"
     embedding_dim: int = Field(50, gt=0, description="Size of word and n-gram vectors.")
+    # fastText's recipe (configs/*_bag_of_ngrams.yaml): sparse Adagrad at lr 0.2, no clipping, 5 epochs.
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "optimizer": "adagrad", "lr": 0.2, "max_grad_norm": None, "weight_decay": 0.0, "warmup_ratio": 0.0,
+        "epochs": 5, "per_device_batch_size": 64,
+    }
     ngrams: Literal[1, 2] = Field(2, description="1: words only; 2: words and hashed word bigrams.")
     num_buckets: int = Field(200_000, gt=0, description="Hash buckets of the bigrams.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the averaged vector.")
@@ -64,6 +75,11 @@ class BagOfNgramsModelConfig(ScratchModelConfig):
 
 class CNNModelConfig(ScratchModelConfig):
     name: Literal["cnn"] = "cnn"
+    # configs/scratch/{trec,sst2,imdb}_cnn.yaml: lr 2e-3-3e-3, no weight decay or warmup.
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "lr": 2e-3, "weight_decay": 0.0, "warmup_ratio": 0.0, "epochs": 10, "per_device_batch_size": 32,
+        "early_stopping_patience": 3,
+    }
     embedding_dim: int = Field(128, gt=0, description="Word vector size (50 with glove).")
     kernel_sizes: list[int] = Field([3, 4, 5], min_length=1, description="Widths of the parallel filters.")
     num_filters: int = Field(100, gt=0, description="Filters per width.")
@@ -74,6 +90,11 @@ class CNNModelConfig(ScratchModelConfig):
 
 class RNNModelConfig(ScratchModelConfig):
     name: Literal["rnn"] = "rnn"
+    # configs/scratch/{trec,imdb}_lstm.yaml: lr 2e-3-3e-3, no weight decay or warmup.
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "lr": 2e-3, "weight_decay": 0.0, "warmup_ratio": 0.0, "epochs": 10, "per_device_batch_size": 32,
+        "early_stopping_patience": 3,
+    }
     embedding_dim: int = Field(128, gt=0, description="Word vector size (50 with glove).")
     cell: Literal["rnn", "lstm", "gru"] = Field("lstm", description="Recurrent cell.")
     hidden_size: int = Field(128, gt=0, description="Hidden units per direction.")
@@ -90,6 +111,11 @@ class RNNModelConfig(ScratchModelConfig):
 
 class TransformerModelConfig(ScratchModelConfig):
     name: Literal["transformer"] = "transformer"
+    # configs/scratch/{trec,imdb}_transformer.yaml: lr 1e-3 with 10% warmup (attention layers need it).
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "lr": 1e-3, "weight_decay": 0.01, "warmup_ratio": 0.1, "epochs": 10, "per_device_batch_size": 32,
+        "early_stopping_patience": 3,
+    }
     embedding_dim: int | None = Field(None, description="Word vector size if not d_model (50 with glove).")
     d_model: int = Field(128, gt=0, description="Width of the encoder layers.")
     nhead: int = Field(4, gt=0, description="Attention heads.")

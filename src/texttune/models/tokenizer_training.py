@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from texttune.errors import TexttuneError
+from texttune.io import apply_umask
 
 WORDPIECE_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 BPE_SPECIALS = {"pad": "<pad>", "unk": "<unk>", "cls": "<s>", "sep": "</s>", "mask": "<mask>"}
@@ -119,5 +120,6 @@ def save_tokenizer(tokenizer, out: Path) -> Path:
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer.save_pretrained(tmp)
+    apply_umask(tmp)
     tmp.rename(out)
     return out

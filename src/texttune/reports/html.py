@@ -36,6 +36,7 @@ table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f7f7f7; padding: 0.8rem; overflow-x: auto; font-size: 0.85rem; }
+summary { cursor: pointer; color: #444; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 .cards { display: flex; flex-wrap: wrap; gap: 0.6rem; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: 0.5rem 0.8rem; min-width: 9rem; }
@@ -67,6 +68,28 @@ class Run:
     @property
     def name(self) -> str:
         return str(self.config.get("name") or self.path.name)
+
+    @property
+    def strategy(self) -> str | None:
+        """The adaptation strategy of a classification run (full, lora, ...), as its config records it."""
+        strategy = self.config.get("strategy")
+        name = strategy.get("name") if isinstance(strategy, dict) else None
+        return str(name) if name else None
+
+    @property
+    def model(self) -> str | None:
+        """The model of a classification run: the encoder family, or a pretrained encoder's path."""
+        model = self.config.get("model")
+        if not isinstance(model, dict):
+            return None
+        name = model.get("path") if model.get("name", "pretrained") == "pretrained" else model.get("name")
+        return str(name) if name else None
+
+    @property
+    def title(self) -> str:
+        """``trec-lora: minilm, strategy lora`` -- the name alone for runs without a strategy."""
+        what = ", ".join(filter(None, (self.model, self.strategy and f"strategy {self.strategy}")))
+        return f"{self.name}: {what}" if what and self.kind not in LM_SCORES else self.name
 
     @property
     def kind(self) -> str:
@@ -224,7 +247,7 @@ def _label_names(run: Run, split_metrics: dict[str, Any], size: int) -> list[str
 
 def _title(run: Run) -> str:
     where = f'<p class="sub">run directory <code>{escape(run.path.name)}</code></p>'
-    return f"<h1>{escape(run.name)}</h1>\n{where}"
+    return f"<h1>{escape(run.title)}</h1>\n{where}"
 
 
 def _card(key: str, value: str, detail: str = "") -> str:
@@ -245,16 +268,28 @@ def _best_detail(best: dict[str, Any]) -> str:
     return f"validation {_fmt(best['metric'])} {_fmt(best.get('value'))}" if best.get("metric") else ""
 
 
+def _calibrated(scores: dict[str, Any], key: str) -> Any:
+    """A split's score after temperature scaling (what ``predict`` returns), or None when not fitted."""
+    calibrated = scores.get("calibrated")
+    return calibrated.get(key) if isinstance(calibrated, dict) else None
+
+
+def _calibrated_detail(scores: dict[str, Any], key: str) -> str:
+    value = _calibrated(scores, key)
+    return "" if value is None else f"calibrated {_fmt(value)} (as predict returns)"
+
+
 def _summary(run: Run) -> str:
     split = run.headline_split
     scores = run.metrics.get(split) or {}
     best, params = run.metrics.get("best") or {}, run.metrics.get("params") or {}
     peak = run.metrics.get("peak_memory_mb")
     cards = [
+        _card("model / strategy", f"{_fmt(run.model)} / {_fmt(run.strategy)}"),
         _card(f"{split} accuracy", _fmt(scores.get("accuracy"))),
         _card(f"{split} macro F1", _fmt(scores.get("f1_macro"))),
-        _card(f"{split} log-loss", _fmt(scores.get("log_loss"))),
-        _card(f"{split} ECE", _fmt(scores.get("ece"))),
+        _card(f"{split} log-loss", _fmt(scores.get("log_loss")), _calibrated_detail(scores, "log_loss")),
+        _card(f"{split} ECE", _fmt(scores.get("ece")), _calibrated_detail(scores, "ece")),
         _card("best step", _fmt(best.get("step")), _best_detail(best)),
         _params_card(params),
         _card("wall time", _duration(run.metrics.get("wall_time_s"))),
@@ -267,8 +302,10 @@ def _summary(run: Run) -> str:
 
 def _config_section(run: Run) -> str:
     body = _file_notes(run, runs.CONFIG)
-    if run.config_text is not None:
-        body += f"<pre>{escape(run.config_text)}</pre>"
+    if run.config_text is not None:  # folded: a hundred lines of YAML would push the results off the page
+        lines = run.config_text.count("\n")
+        body += (f"<details><summary>resolved config ({runs.CONFIG}, {lines} lines)</summary>"
+                 f"<pre>{escape(run.config_text)}</pre></details>")
     return _section("Configuration", body)
 
 
@@ -336,6 +373,9 @@ def _metrics_section(run: Run) -> str:
     if not splits:
         return _section("Metrics", _note(f"{runs.METRICS} holds neither validation nor test metrics."))
     rows = [[escape(key), *(_fmt(run.metrics[s].get(key)) for s in splits)] for key in SCORES]
+    if any(_calibrated(run.metrics[s], "ece") is not None for s in splits):
+        rows += [[f"{key} (calibrated)", *(_fmt(_calibrated(run.metrics[s], key)) for s in splits)]
+                 for key in ("log_loss", "ece")]
     numeric = set(range(1, len(splits) + 1))
     test_note = "" if "test" in splits else _note("No test metrics: the test split was not evaluated.")
     return _section("Metrics", test_note + _table(["metric", *splits], rows, numeric=numeric))
@@ -380,12 +420,17 @@ def _calibration_section(run: Run) -> str:
     scores = run.metrics.get(split) or {}
     temperature = run.metrics.get("temperature")
     fitted = "not fitted" if temperature is None else _fmt(temperature)
-    rows = [["ECE", _fmt(scores.get("ece"))], ["log-loss", _fmt(scores.get("log_loss"))],
-            ["temperature", fitted]]
+    rows = [[label, _fmt(scores.get(key)), _fmt(_calibrated(scores, key))]
+            for label, key in (("ECE", "ece"), ("log-loss", "log_loss"))]
+    rows.append(["temperature", "1 (none)", fitted])
     reliability, ece = scores.get("reliability"), scores.get("ece")
     draw = None if not reliability else (lambda path: plots.plot_reliability(reliability, path, ece=ece))
     figure = _figure(run, runs.RELIABILITY, draw, "No reliability bins recorded.")
-    return _section("Calibration", f"<p>{escape(split)} split.</p>" + _table(["", split], rows, {1}) + figure)
+    intro = (f"<p>{escape(split)} split. Calibrated: the probabilities divided by the temperature fitted on "
+             "validation, which <code>texttune predict</code> and <code>texttune.load</code> return; the reliability "
+             "diagram shows the uncalibrated ones.</p>")
+    header = ["", "uncalibrated", "calibrated"]
+    return _section("Calibration", intro + _table(header, rows, {1, 2}) + figure)
 
 
 def _clip(text: Any, limit: int = 600) -> str:
@@ -472,7 +517,7 @@ def render_report(run_dir: str | Path) -> Path:
     body = "\n".join(section(run) for section in (LM_SECTIONS if run.kind in LM_SCORES else SECTIONS))
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{escape(run.name)} — texttune report</title>\n<style>{CSS}</style>\n</head>\n"
+        f"<title>{escape(run.title)} — texttune report</title>\n<style>{CSS}</style>\n</head>\n"
         f"<body>\n{body}\n</body>\n</html>\n"
     )
     return atomic_write_text(run.path / runs.REPORT, page)

@@ -82,7 +82,7 @@ def _plot_losses(ax: plt.Axes, records: list[dict[str, Any]]) -> None:
     if not len(steps) and not len(eval_steps):
         _note(ax, "no loss records")
     else:
-        ax.legend(loc="upper right", fontsize=8)
+        _legend_outside(ax)
     ax.set_ylabel("loss")
     ax.set_title("Loss")
     ax.grid(alpha=0.3)
@@ -96,7 +96,7 @@ def _plot_scores(ax: plt.Axes, records: list[dict[str, Any]]) -> None:
             ax.plot(steps, values, color=color, lw=2, marker="o", ms=4, label=f"validation {key}")
             drawn = True
     if drawn:
-        ax.legend(loc="lower right", fontsize=8)
+        _legend_outside(ax)
     else:
         _note(ax, "no evaluation records")
     ax.set_xlabel("optimizer step")
@@ -105,14 +105,25 @@ def _plot_scores(ax: plt.Axes, records: list[dict[str, Any]]) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_learning_curves(records: list[dict[str, Any]], path: str | Path) -> Path:
+def _legend_outside(ax: plt.Axes) -> None:
+    """The legend right of the axes: inside, any corner can cover points (a score that climbs to the
+    top right, a loss that plateaus low right) however "best" its place is."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
+
+
+def learning_curves_figure(records: list[dict[str, Any]]) -> Figure:
     """Train loss (raw + smoothed) and validation loss; validation accuracy and macro F1; by step."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
     _plot_losses(top, records)
     _plot_scores(bottom, records)
     bottom.xaxis.set_tick_params(labelbottom=True)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def plot_learning_curves(records: list[dict[str, Any]], path: str | Path) -> Path:
+    """``learning_curves_figure`` as a PNG at ``path``."""
+    return _save(learning_curves_figure(records), path)
 
 
 def _short_label(label: str) -> str:

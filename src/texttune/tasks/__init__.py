@@ -2,7 +2,8 @@
 
 ``classify`` (``texttune run``), ``mlm`` (``texttune pretrain``) and ``sft`` (``texttune sft``) are
 kinds of run: each registers a ``runs.Task`` that ``runs.run_task`` drives. ``compare`` runs a matrix
-of classification runs. Importing this package registers every kind.
+of classification runs; ``tune`` searches hyper-parameters, each trial a classification run.
+Importing this package registers every kind.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from texttune.config import ConfigError, merge_sources
-from texttune.tasks import classify, compare, mlm, sft
+from texttune.tasks import classify, compare, mlm, sft, tune
 
 # Every kind of config file and the loader that validates it.
 LOADERS = {
@@ -19,6 +20,7 @@ LOADERS = {
     "mlm": lambda path: mlm.load_pretrain_config(path, []),
     "sft": lambda path: sft.load_sft_config(path, []),
     "compare": lambda path: compare.load_spec(Path(path)),
+    "tune": lambda path: tune.load_spec(Path(path)),
 }
 
 

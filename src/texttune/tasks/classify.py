@@ -21,7 +21,8 @@ from torch import nn
 import texttune.models  # noqa: F401  (registers every encoder: the model union is built from them)
 import texttune.strategies  # noqa: F401  (registers every strategy)
 from texttune import runs
-from texttune.config import ConfigError, DataConfig, Section, TrainConfig, format_validation_error, merge_sources, union_of
+from texttune.config import (ConfigError, DataConfig, Section, TrainConfig, format_validation_error, merge_below,
+                             merge_sources, union_of)
 from texttune.data.dataset import TextDataset
 from texttune.data.tokenize import Encoded, collate, encode_cached, frame_fingerprint
 from texttune.errors import TexttuneError
@@ -66,9 +67,22 @@ def experiment_class() -> type[ExperimentBase]:
     return create_model("ExperimentConfig", __base__=ExperimentBase, **fields)
 
 
+def with_model_defaults(data: dict[str, Any], origins: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The training defaults of the config's model family (``train_defaults`` of its config class:
+    a CNN trains at lr 2e-3, MiniLM at 5e-5) under every key the sources set, with their origin."""
+    model = data.get("model")
+    name = model.get("name", UNION_DEFAULTS["model"]) if isinstance(model, dict) else UNION_DEFAULTS["model"]
+    if not isinstance(name, str) or name not in MODEL_CONFIGS.configs():
+        return data, origins  # an unknown model: validation names it
+    defaults = getattr(MODEL_CONFIGS.config_class(name), "train_defaults", {})
+    if not defaults:
+        return data, origins
+    return merge_below(data, {"train": dict(defaults)}, origins, f"default for model {name}")
+
+
 def validate_config(data: dict[str, Any], origins: dict[str, str] | None = None) -> ExperimentBase:
     cls = experiment_class()
-    data = dict(data)
+    data, origins = with_model_defaults(dict(data), dict(origins or {}))
     for section, default in UNION_DEFAULTS.items():
         # `--set model.path=x` means "the default model, with this path".
         if isinstance(data.get(section), dict) and "name" not in data[section]:
@@ -76,7 +90,19 @@ def validate_config(data: dict[str, Any], origins: dict[str, str] | None = None)
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, cls, origins or {})) from None
+        raise ConfigError(format_validation_error(err, cls, origins)) from None
+
+
+def resolve_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> tuple[ExperimentBase, dict[str, str]]:
+    """The validated config and where each dotted key's value came from (``config show``): defaults ←
+    the model family's training defaults ← ``base`` ← file (with its ``extends``) ← ``--set``."""
+    merged, origins = merge_sources(path, overrides, base)
+    merged, origins = with_model_defaults(merged, origins)
+    return validate_config(merged, origins), origins
 
 
 def load_config(
@@ -84,9 +110,9 @@ def load_config(
     overrides: list[str] | tuple[str, ...] = (),
     base: dict[str, Any] | None = None,
 ) -> ExperimentBase:
-    """Resolve defaults ← ``base`` ← file (with its ``extends``) ← ``--set`` overrides, then validate."""
-    merged, origins = merge_sources(path, overrides, base)
-    return validate_config(merged, origins)
+    """Resolve defaults ← model family defaults ← ``base`` ← file (with its ``extends``) ← ``--set``
+    overrides, then validate."""
+    return resolve_config(path, overrides, base)[0]
 
 
 # --------------------------------------------------------------------------- the loop's objective
@@ -109,8 +135,9 @@ class ClassificationObjective:
     classification metrics of ``evaluation.evaluate``."""
 
     def __init__(self, label_names: list[str], weights: torch.Tensor | None = None,
-                 label_smoothing: float = 0.0) -> None:
+                 label_smoothing: float = 0.0, eval_batch_tokens: int | None = None) -> None:
         self.label_names = label_names
+        self.eval_batch_tokens = eval_batch_tokens  # train.eval_batch_tokens: batches by padded tokens
         self.loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
 
     def collate(self, data: Encoded, indices: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
@@ -127,17 +154,25 @@ class ClassificationObjective:
     def evaluate(self, model: nn.Module, data: Encoded, pad_id: int, batch_size: int, accelerator) -> dict[str, Any]:
         from texttune.evaluation.evaluate import evaluate
 
-        metrics, _ = evaluate(model, data, self.label_names, pad_id, batch_size, accelerator)
+        metrics, _ = evaluate(model, data, self.label_names, pad_id, batch_size, accelerator,
+                              batch_tokens=self.eval_batch_tokens)
         return metrics
 
 
 # --------------------------------------------------------------------------- phases
 
 
+def say(message: str) -> None:
+    """What the run is doing before training starts: loading a model and checking the data take seconds
+    each. Through texttune's log, which the CLI prints; under N processes the main one speaks."""
+    if runs.is_main_process():
+        log.info(message)
+
+
 def prepare_data(config: ExperimentBase, run_dir: Path) -> TextDataset:
     from texttune.data.load import prepare_data as load_and_check
 
-    ds, report, dropped = load_and_check(config.data)
+    ds, report, dropped = load_and_check(config.data, announce=say)
     if not ds.has_labels:
         raise TexttuneError(f"dataset '{ds.name}' has no labels: texttune run trains classifiers")
     if runs.is_main_process():  # the others only read the data (N processes: see runs.py)
@@ -182,6 +217,7 @@ def build(config: ExperimentBase, ds: TextDataset):
     from texttune.strategies import apply_strategy
 
     torch.manual_seed(config.seed)  # the head's initialisation depends on the seed only
+    say(_building(config, len(ds.splits["train"])))
     if config.init_from is not None:
         from texttune.models.transfer import build_from_run
 
@@ -195,9 +231,24 @@ def build(config: ExperimentBase, ds: TextDataset):
     return model, tokenizer
 
 
+def _building(config: ExperimentBase, train_rows: int) -> str:
+    model = config.model
+    if config.init_from is not None:
+        what = f"loading model from {config.init_from}"
+    elif model.name == "pretrained":
+        what = f"loading model {model.path}"
+    else:  # from scratch (any family: only some build a vocabulary or read GloVe)
+        vocab = f", vocabulary from {train_rows:,} training texts" if getattr(model, "tokenizer", None) == "word" else ""
+        what = f"building model {model.name}{vocab}{', GloVe vectors' if getattr(model, 'glove', False) else ''}"
+    strategy = f" (strategy {config.strategy.name})" if config.strategy.name != "full" else ""
+    return f"{what}{strategy} ..."
+
+
 def tokenize(ds: TextDataset, tokenizer, max_length: int) -> tuple[dict[str, Encoded], dict[str, Any]]:
     import time
 
+    rows = sum(len(ds.splits[split]) for split in ds.split_names())
+    say(f"tokenizing {rows:,} texts (max_length {max_length}) ...")
     encoded, stats = {}, {}
     for split in ds.split_names():
         tic = time.perf_counter()
@@ -214,7 +265,7 @@ def final_evaluation(trainer, encoded: dict[str, Encoded], ds: TextDataset, cali
     from texttune.evaluation.evaluate import calibrated_from_logits, evaluate
 
     args = dict(label_names=ds.label_names, pad_id=trainer.pad_id, batch_size=trainer.cfg.eval_batch_size,
-                accelerator=trainer.accelerator)
+                batch_tokens=trainer.cfg.eval_batch_tokens, accelerator=trainer.accelerator)
     out: dict[str, Any] = {}
     validation, logits = evaluate(trainer.model, encoded["validation"], keep_worst=10, collect_logits=calibrate, **args)
     validation["worst"] = _worst_with_text(validation["worst"], ds.splits["validation"])
@@ -302,7 +353,8 @@ class Classify:
         model, tokenizer = build(config, ds)
         encoded, token_stats = tokenize(ds, tokenizer, config.model.max_length)
         weights = class_weight_tensor(config.train, encoded["train"].labels, len(ds.label_names))
-        objective = ClassificationObjective(ds.label_names, weights, config.train.label_smoothing)
+        objective = ClassificationObjective(ds.label_names, weights, config.train.label_smoothing,
+                                            config.train.eval_batch_tokens)
         return runs.Prepared(model, tokenizer, encoded["train"], encoded.get("validation"), objective,
                              pad_id=tokenizer.pad_token_id or 0, head_lr=config.strategy.head_lr,
                              extras={"ds": ds, "encoded": encoded, "tokenization": token_stats})

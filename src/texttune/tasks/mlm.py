@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from texttune import runs
 from texttune.config import Section, TrainConfig
@@ -84,6 +84,11 @@ class PretrainExperiment(Section):
     model: MLMModelConfig = Field(default_factory=MLMModelConfig)
     mlm: MaskingConfig = Field(default_factory=MaskingConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS))
+
+    @field_validator("train")
+    @classmethod
+    def _evaluated_by_examples(cls, train: TrainConfig) -> TrainConfig:
+        return train.evaluated_by_examples("masked-LM")
 
 
 # --------------------------------------------------------------------------- data

@@ -22,13 +22,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from texttune import runs
 from texttune.config import Section, TrainConfig
 from texttune.data.tokenize import Encoded, collate
 from texttune.errors import TexttuneError
-from texttune.io import atomic_write_json
+from texttune.io import apply_umask, atomic_write_json
 from texttune.tasks.lm import LanguageModelTask
 from texttune.strategies.lora import LoraStrategyConfig, merge_peft_layers, train_lora_only
 
@@ -69,6 +69,11 @@ class SFTExperiment(Section):
         None, description="Train LoRA matrices only (strategies/lora.py; merged into the saved model). "
         "Default targets: PEFT's for the model type (q_proj, v_proj for Llama).")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS))
+
+    @field_validator("train")
+    @classmethod
+    def _evaluated_by_examples(cls, train: TrainConfig) -> TrainConfig:
+        return train.evaluated_by_examples("instruction-tuning")
 
 
 # --------------------------------------------------------------------------- conversations
@@ -213,6 +218,7 @@ def smollm2_folder() -> Path:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    apply_umask(tmp)  # save_pretrained's safetensors files come out 0600
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, target)
     return target

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from texttune.errors import TexttuneError
-from texttune.io import atomic_write_json
+from texttune.io import apply_umask, atomic_write_json
 from texttune.models.saving import DAMAGED_SAFETENSORS, check_safetensors, read_json_object, reading
 
 _TENSOR = "__tensor__"
@@ -74,6 +74,7 @@ def save_state(path: Path, name: str, state: Any) -> None:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = split_tensors(state, name, tensors)
     save_file(tensors, str(path / f"{name}.safetensors"))
+    apply_umask(path / f"{name}.safetensors")  # safetensors writes 0600
     atomic_write_json(path / f"{name}.json", skeleton)
 
 
@@ -113,6 +114,7 @@ def save_model_weights(model: torch.nn.Module, path: Path) -> None:
     # stored once and re-tied on load.
     tmp = path.with_name(f".{path.name}.tmp")
     save_model(model, str(tmp))
+    apply_umask(tmp)  # safetensors writes 0600
     os.replace(tmp, path)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import nn
@@ -128,11 +128,22 @@ def fused_adamw_supported(groups: list[dict]) -> bool:
             and all(torch.is_floating_point(p) for p in params))
 
 
-def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
+def total_steps(cfg: TrainConfig, batches_per_epoch: int | Sequence[int]) -> int:
+    """Optimizer steps of ``cfg.epochs`` epochs (the last one's micro-batches make a step of their own).
+
+    ``batches_per_epoch`` is one count for every epoch, or one per epoch (token-budget batches vary
+    from epoch to epoch): at least ceil(epochs) of them; a fractional last epoch takes its share."""
     if cfg.max_steps is not None:
         return cfg.max_steps
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
-    return max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    if isinstance(batches_per_epoch, int):
+        steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
+        return max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    steps = [math.ceil(count / cfg.gradient_accumulation_steps) for count in batches_per_epoch]
+    whole = int(cfg.epochs)
+    if len(steps) < math.ceil(cfg.epochs):
+        raise ValueError(f"{len(steps)} epoch counts for {cfg.epochs} epochs")
+    part = math.ceil(round((cfg.epochs - whole) * steps[whole], 6)) if cfg.epochs > whole else 0
+    return max(1, sum(steps[:whole]) + part)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: int):

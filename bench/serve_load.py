@@ -1,0 +1,236 @@
+"""Load on ``texttune serve``: C concurrent clients for D seconds against in-process batch prediction.
+
+    python -m bench.serve_load --run /work/benchruns/runs/<date>-quickstart-trec-minilm --clients 32 --duration 60
+
+1. In-process baseline: ``texttune.load(run).predict(texts, batch_size=B)`` over the TREC test texts
+   (one untimed pass, then ``--baseline-passes`` timed passes; the median is kept), in this process,
+   before any server exists, with the same torch thread count the server gets.
+2. The server: ``texttune serve RUN --port 0 --max-batch-size B --max-wait-ms W`` in a subprocess; its RSS
+   is read (psutil) when /health first answers, after a ``--warmup`` seconds of untimed load, and at the
+   end of the timed load.
+3. The load: C asyncio clients (one httpx.AsyncClient, keep-alive, one connection each), each sending
+   one TREC test text per request (``{"inputs": text}``), the next as soon as the last is answered, for D
+   seconds. Every answer is checked (status 200, every label present); anything else is an error.
+   Latency is per request, from send to parsed answer.
+
+Writes ``bench/results/<date>-cpu-serve-load.json`` (``--json`` to choose): the command, the machine, the
+load average before and after, the baseline, requests/s, latency percentiles, errors, the server's
+RSS and its batching counters (/info), and the ratio of served to in-process throughput. The clients
+share the machine with the server (on this 2-core VM: the same two cores), so the ratio includes what
+the load generator itself costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import glob
+import json
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RUNS = "/work/benchruns/runs/*-quickstart-trec-minilm"
+
+
+def newest_run(pattern: str) -> Path:
+    runs = sorted(Path(p) for p in glob.glob(pattern) if (Path(p) / "metrics.json").is_file())
+    if not runs:
+        raise SystemExit(f"no finished run (with metrics.json) matches {pattern}")
+    return runs[-1]
+
+
+def trec_texts() -> list[str]:
+    import pandas as pd
+
+    data = Path(os.environ.get("TEXTTUNE_DATA_DIR", ROOT.parent / "shared" / "data"))
+    return pd.read_parquet(data / "trec" / "test.parquet")["text"].astype(str).tolist()
+
+
+# ---------------------------------------------------------------------------- 1. in-process baseline
+
+
+def baseline(run: Path, texts: list[str], batch_size: int, passes: int, threads: int | None) -> dict[str, Any]:
+    import torch
+
+    import texttune
+
+    if threads:
+        torch.set_num_threads(threads)
+    predictor = texttune.load(run)
+    predictor.predict(texts, batch_size=batch_size)  # untimed: lazy initialisation, allocator warm-up
+    seconds = []
+    for _ in range(passes):
+        tic = time.perf_counter()
+        predictor.predict(texts, batch_size=batch_size)
+        seconds.append(time.perf_counter() - tic)
+    median = statistics.median(seconds)
+    return {"texts": len(texts), "batch_size": batch_size, "passes": passes, "torch_threads": torch.get_num_threads(),
+            "seconds_per_pass": [round(s, 3) for s in seconds], "texts_per_s": round(len(texts) / median, 1)}
+
+
+# ---------------------------------------------------------------------------- 2. the server
+
+
+def start_server(run: Path, log_path: Path, options: list[str]) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "texttune.cli", "serve", str(run), "--port", "0", *options]
+    with log_path.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    import httpx
+
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with {process.returncode}:\n{log_path.read_text()}")
+        match = re.search(r"on (http://127\.0\.0\.1:\d+) ", log_path.read_text(errors="replace"))
+        if match:
+            try:
+                if httpx.get(f"{match.group(1)}/health", timeout=2).status_code == 200:
+                    return process, match.group(1)
+            except httpx.TransportError:
+                pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"the server did not answer /health within 180 s:\n{log_path.read_text()}")
+
+
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+
+
+# ---------------------------------------------------------------------------- 3. the load
+
+
+async def load(url: str, texts: list[str], labels: int, clients: int, seconds: float) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(k: int, session: httpx.AsyncClient) -> None:
+        i = k
+        while time.perf_counter() < stop:
+            text = texts[i % len(texts)]
+            i += clients
+            tic = time.perf_counter()
+            try:
+                response = await session.post(f"{url}/predict", json={"inputs": text})
+                ok = response.status_code == 200 and len(response.json()) == labels
+                problem = None if ok else f"status {response.status_code}"
+            except (httpx.HTTPError, ValueError) as error:
+                problem = type(error).__name__
+            if problem is None:
+                latencies.append(time.perf_counter() - tic)
+            else:
+                errors[problem] = errors.get(problem, 0) + 1
+
+    async with httpx.AsyncClient(limits=limits, timeout=60) as session:
+        tic = time.perf_counter()
+        await asyncio.gather(*(client(k, session) for k in range(clients)))
+        elapsed = time.perf_counter() - tic
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1) if latencies else 0.0
+
+    return {"clients": clients, "seconds": round(elapsed, 2), "requests": len(latencies) + sum(errors.values()),
+            "ok": len(latencies), "errors": sum(errors.values()), "error_kinds": errors,
+            "requests_per_s": round(len(latencies) / elapsed, 1),
+            "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99),
+                           "max": round(1000 * latencies[-1], 1) if latencies else 0.0}}
+
+
+# ---------------------------------------------------------------------------- the whole benchmark
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", default=None, help=f"run directory (default: the newest {DEFAULT_RUNS})")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of timed load")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of untimed load first")
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads, server and baseline (default: torch's)")
+    parser.add_argument("--baseline-passes", type=int, default=3)
+    parser.add_argument("--note", default="")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    from bench.run import machine
+
+    run = Path(args.run) if args.run else newest_run(DEFAULT_RUNS)
+    texts = trec_texts()
+    load_before = os.getloadavg()[0]
+    print(f"baseline: texttune.load({run.name}).predict, {len(texts)} TREC test texts, batch {args.max_batch_size}")
+    base = baseline(run, texts, args.max_batch_size, args.baseline_passes, args.threads)
+    print(f"  {base['texts_per_s']} texts/s")
+
+    options = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
+    options += ["--num-threads", str(args.threads)] if args.threads else []
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-load-{os.getpid()}.log"
+    process, url = start_server(run, log_path, options)
+    try:
+        import httpx
+
+        labels = len(httpx.get(f"{url}/info", timeout=10).json()["labels"])
+        rss = {"ready": rss_mb(process.pid)}
+        if args.warmup > 0:
+            asyncio.run(load(url, texts, labels, args.clients, args.warmup))
+        rss["after_warmup"] = rss_mb(process.pid)
+        print(f"load: {args.clients} clients for {args.duration:g} s against {url}")
+        served = asyncio.run(load(url, texts, labels, args.clients, args.duration))
+        rss["end"] = rss_mb(process.pid)
+        stats = httpx.get(f"{url}/info", timeout=10).json()["stats"]
+    finally:
+        process.terminate()
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait(timeout=10)
+    log = log_path.read_text(errors="replace")
+    ratio = served["requests_per_s"] / base["texts_per_s"]
+    growth = {"ready_to_end_pct": round(100 * (rss["end"] / rss["ready"] - 1), 1),
+              "after_warmup_to_end_pct": round(100 * (rss["end"] / rss["after_warmup"] - 1), 1)}
+    result = {
+        "benchmark": "serve-load",
+        "date": dt.date.today().isoformat(),
+        "machine": machine(),
+        "note": args.note,
+        "command": "python -m bench.serve_load " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "run": str(run),
+        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "server": {"options": options, "exit_code": code, "rss_mb": rss, "rss_growth": growth,
+                   "tracebacks_in_log": log.count("Traceback"),
+                   "batches": stats["batches"], "mean_batch_inputs": round(stats["inputs"] / max(stats["batches"], 1), 2),
+                   "largest_batch_inputs": stats["largest_batch_inputs"], "batch_sizes": stats["batch_sizes"]},
+        "in_process": base,
+        "served": served,
+        "served_over_in_process": round(ratio, 3),
+        "targets": {"throughput_ratio_at_least": 0.8, "rss_growth_pct_below": 10, "errors": 0,
+                    "met": {"throughput": ratio >= 0.8, "rss_growth": growth["ready_to_end_pct"] < 10,
+                            "errors": served["errors"] == 0}},
+    }
+    out = args.json or ROOT / "bench" / "results" / f"{result['date']}-cpu-serve-load.json"
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"served {served['requests_per_s']} requests/s (p50 {served['latency_ms']['p50']} ms, p95 "
+          f"{served['latency_ms']['p95']} ms, {served['errors']} errors) = {ratio:.2f} x in-process "
+          f"{base['texts_per_s']} texts/s; RSS {rss['ready']} -> {rss['end']} MB; mean batch "
+          f"{result['server']['mean_batch_inputs']}; written to {out}")
+
+
+if __name__ == "__main__":
+    main()
