@@ -119,7 +119,7 @@ def test_executor_ray_without_ray_names_the_extra(tmp_path, toy, run_cli):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                    reason="ray is not installed (pip install 'texttune[ray]'); CI does not install it")
+                    reason="ray is not installed (pip install 'texttune[ray]')")
 def test_executor_ray_on_a_local_instance_gives_the_same_leaderboard(tmp_path, toy, sequential):
     import ray
 
