@@ -139,6 +139,36 @@ def different_timed_examples(rows: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def interleaved(variants: list[str], rounds: int) -> list[tuple[int, str]]:
+    """(round, variant) in run order: A B C, then C B A, ...: drift in the machine's load then falls
+    on every variant alike."""
+    return [(r, v) for r in range(rounds) for v in (variants if r % 2 == 0 else variants[::-1])]
+
+
+MEDIAN_OF = ("train_samples_per_s", "real_tokens_per_s", "window_samples_per_s", "eval_samples_per_s")
+
+
+def median_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (task, mode, variant): the medians of its rounds' throughputs (one round: itself)."""
+    import statistics
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r.get("mode"), r["variant"], r.get("module")), []).append(r)
+    out = []
+    for group in groups.values():
+        ok = [r for r in group if "error" not in r]
+        if len(group) == 1 or not ok:
+            out.append(group[0])
+            continue
+        row = dict(ok[0])
+        for metric in MEDIAN_OF:
+            values = [r[metric] for r in ok if r.get(metric)]
+            row[metric] = round(statistics.median(values), 2) if values else None
+        out.append(row)
+    return out
+
+
 def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """texttune's train/eval throughput over each baseline's, per task; from scratch: texttune's
     accuracy minus fastText's in points, and the ratios of their training times and prediction speeds."""
@@ -191,13 +221,15 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["| task | variant | train samples/s | window median | real tokens/s | padding "
                   "| eval samples/s | val acc | peak MB | prep s |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
+    rounds = any(r.get("round") for r in minilm)
     for r in minilm:
+        variant = f"{r['variant']} (round {r['round'] + 1})" if rounds else r["variant"]
         if "error" in r:
-            lines.append(f"| {r['task']} | {r['variant']} | failed: {r['error'][:80]} |||||||| ")
+            lines.append(f"| {r['task']} | {variant} | failed: {r['error'][:80]} |||||||| ")
             continue
         acc = r.get("val_accuracy")
         lines.append(
-            f"| {r['task']} | {r['variant']} | {r.get('train_samples_per_s', '')} | "
+            f"| {r['task']} | {variant} | {r.get('train_samples_per_s', '')} | "
             f"{r.get('window_samples_per_s') or ''} | {r.get('real_tokens_per_s', '')} | "
             f"{r.get('padding_share', '')} | {r.get('eval_samples_per_s', '')} | "
             f"{'' if acc is None else f'{acc:.4f}'} | {r['peak_memory_mb']} | {r['prep_time_s']} |")
@@ -244,7 +276,7 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{r['train_samples']} | {word['tokens']} | {word['cold_s']} | {word['cached_s']} | "
                          f"{round(r['train_samples'] / word['cold_s'], 1) if word['cold_s'] else ''} | "
                          f"vocabulary {word['vocab_size']} words, built in {word['vocab_build_s']} s |")
-    lines += ["", "Ratios (texttune / baseline):", ""]
+    lines += ["", "Ratios (texttune / baseline" + (", medians of the rounds" if rounds else "") + "):", ""]
     if any(" / fasttext" in key for key in result["ratios"]):
         lines += ["(from scratch: accuracy in points, texttune minus fastText; train_time_s above 1× means "
                   "texttune trains longer; predict_samples_per_s above 1× means texttune predicts faster)",
@@ -263,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-path", default=os.environ.get("BENCH_MINILM", "minilm"))
     parser.add_argument("--only", default=None, help="comma-separated tasks to run (default: all)")
     parser.add_argument("--variants", default=None, help="comma-separated variants (default: the suite's)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="MiniLM rows: run the variants this many times, in reversed order every other "
+                        "round; ratios then compare the medians (a shared machine's load drifts)")
     parser.add_argument("--minilm-args", default="",
                         help="arguments appended to every bench.minilm job (the last of an option wins), "
                         "e.g. '--timed-steps 15 --max-validation 128'")
@@ -285,11 +320,13 @@ def main(argv: list[str] | None = None) -> int:
                 # row only its own (texttune-cnn is IMDB-only, tokenize has a row of its own).
                 known = job.variants if job.module == SCRATCH else module_variants(job.module)
                 variants = [v for v in args.variants.split(",") if v in known]
-            for variant in variants:
+            rounds = args.rounds if job.module == "bench.minilm" else 1
+            for round_, variant in interleaved(variants, rounds):
                 extra = job.extra + (quick_args(args.suite, job) if args.quick else [])
                 if job.module == "bench.minilm":
                     extra += shlex.split(args.minilm_args)
                 row = run_job(job.task, job.mode, variant, extra, args.model_path, log, job.module)
+                row["round"] = round_
                 shown = (("task", "variant", "test_accuracy", "val_accuracy", "train_time_s", "prep_time_s",
                           "predict_samples_per_s", "error") if job.module == SCRATCH else
                          ("task", "variant", "train_samples_per_s", "window_samples_per_s",
@@ -299,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     problems = different_timed_examples(rows)
     result = {"suite": args.suite, "quick": args.quick, "date": date, "machine": info,
               "command": "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:]),
-              "rows": rows, "ratios": {} if problems else ratios(rows)}
+              "rows": rows, "ratios": {} if problems else ratios(median_rows(rows))}
     if problems:
         result["error"] = "timed example sets differ between variants: " + " | ".join(problems)
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

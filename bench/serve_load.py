@@ -2,12 +2,15 @@
 
     python -m bench.serve_load --run /work/benchruns/runs/<date>-quickstart-trec-minilm --clients 32 --duration 60
 
-1. In-process baseline: ``texttune.load(run).predict(texts, batch_size=B)`` over the TREC test texts
-   (one untimed pass, then ``--baseline-passes`` timed passes; the median is kept), in this process,
-   before any server exists, with the same torch thread count the server gets.
+1. In-process: ``texttune.load(run).predict(texts, batch_size=B)`` over the TREC test texts (one untimed
+   pass, then ``--baseline-passes`` timed passes; the median is kept) in this process, with the same torch
+   thread count the server gets, before the server starts and again after it stopped: the machine is
+   shared, so the comparison uses the mean of the two. Also texts per CPU-second of this process, a figure
+   the machine's other load moves less.
 2. The server: ``texttune serve RUN --port 0 --max-batch-size B --max-wait-ms W`` in a subprocess; its RSS
-   is read (psutil) when /health first answers, after a ``--warmup`` seconds of untimed load, and at the
-   end of the timed load.
+   is read (psutil) when /health first answers, after ``--warmup`` seconds of untimed load, and at the
+   end of the timed load; the CPU time of its threads (the event loop apart) over the timed load; its
+   /info counters before and after (batches, inputs, the model thread's busy time).
 3. The load: C asyncio clients (one httpx.AsyncClient, keep-alive, one connection each), each sending
    one TREC test text per request (``{"inputs": text}``), the next as soon as the last is answered, for D
    seconds. Every answer is checked (status 200, every label present); anything else is an error.
@@ -58,23 +61,26 @@ def trec_texts() -> list[str]:
 # ---------------------------------------------------------------------------- 1. in-process baseline
 
 
-def baseline(run: Path, texts: list[str], batch_size: int, passes: int, threads: int | None) -> dict[str, Any]:
+def baseline(predictor, texts: list[str], batch_size: int, passes: int) -> dict[str, Any]:
+    """Median texts/s over ``passes`` timed passes, and texts per CPU-second of this process (which does
+    nothing else meanwhile): a figure that does not depend on what else the machine runs."""
+    import psutil
     import torch
 
-    import texttune
-
-    if threads:
-        torch.set_num_threads(threads)
-    predictor = texttune.load(run)
+    me = psutil.Process()
     predictor.predict(texts, batch_size=batch_size)  # untimed: lazy initialisation, allocator warm-up
-    seconds = []
+    seconds, cpu = [], []
     for _ in range(passes):
-        tic = time.perf_counter()
+        before, tic = me.cpu_times(), time.perf_counter()
         predictor.predict(texts, batch_size=batch_size)
         seconds.append(time.perf_counter() - tic)
-    median = statistics.median(seconds)
+        after = me.cpu_times()
+        cpu.append(after.user + after.system - before.user - before.system)
     return {"texts": len(texts), "batch_size": batch_size, "passes": passes, "torch_threads": torch.get_num_threads(),
-            "seconds_per_pass": [round(s, 3) for s in seconds], "texts_per_s": round(len(texts) / median, 1)}
+            "seconds_per_pass": [round(s, 3) for s in seconds],
+            "texts_per_s": round(len(texts) / statistics.median(seconds), 1),
+            "texts_per_cpu_s": round(len(texts) / statistics.median(cpu), 1),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 # ---------------------------------------------------------------------------- 2. the server
@@ -106,6 +112,19 @@ def rss_mb(pid: int) -> float:
     import psutil
 
     return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time of the server's main thread (the event loop: HTTP, validation, JSON, the log) and of all
+    its other threads (the model thread, torch's and the tokenizer's pools), and of this process (the
+    clients)."""
+    import psutil
+
+    threads = psutil.Process(pid).threads()
+    main = sum(t.user_time + t.system_time for t in threads if t.id == pid)
+    others = sum(t.user_time + t.system_time for t in threads if t.id != pid)
+    me = psutil.Process().cpu_times()
+    return {"server_event_loop": main, "server_model_and_pools": others, "clients": me.user + me.system}
 
 
 # ---------------------------------------------------------------------------- 3. the load
@@ -169,14 +188,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
+    import torch
+
+    import texttune
     from bench.run import machine
 
     run = Path(args.run) if args.run else newest_run(DEFAULT_RUNS)
     texts = trec_texts()
     load_before = os.getloadavg()[0]
-    print(f"baseline: texttune.load({run.name}).predict, {len(texts)} TREC test texts, batch {args.max_batch_size}")
-    base = baseline(run, texts, args.max_batch_size, args.baseline_passes, args.threads)
-    print(f"  {base['texts_per_s']} texts/s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    predictor = texttune.load(run)
+    print(f"in-process: texttune.load({run.name}).predict, {len(texts)} TREC test texts, batch {args.max_batch_size}")
+    base = {"before": baseline(predictor, texts, args.max_batch_size, args.baseline_passes)}
+    print(f"  before the load: {base['before']['texts_per_s']} texts/s")
 
     options = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
     options += ["--num-threads", str(args.threads)] if args.threads else []
@@ -191,9 +216,13 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(load(url, texts, labels, args.clients, args.warmup))
         rss["after_warmup"] = rss_mb(process.pid)
         print(f"load: {args.clients} clients for {args.duration:g} s against {url}")
+        cpu_before, stats_before = cpu_seconds(process.pid), httpx.get(f"{url}/info", timeout=10).json()["stats"]
         served = asyncio.run(load(url, texts, labels, args.clients, args.duration))
+        cpu_after = cpu_seconds(process.pid)
         rss["end"] = rss_mb(process.pid)
+        cpu = {key: round((cpu_after[key] - cpu_before[key]) / served["seconds"], 3) for key in cpu_after}
         stats = httpx.get(f"{url}/info", timeout=10).json()["stats"]
+        timed = {key: stats[key] - stats_before[key] for key in ("batches", "inputs", "model_busy_s")}
     finally:
         process.terminate()
         try:
@@ -201,6 +230,13 @@ def main(argv: list[str] | None = None) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             code = process.wait(timeout=10)
+    base["after"] = baseline(predictor, texts, args.max_batch_size, args.baseline_passes)
+    print(f"  after the load: {base['after']['texts_per_s']} texts/s")
+    # The machine is shared: in-process throughput is taken before and after the load, and compared by its mean.
+    base["texts_per_s"] = round((base["before"]["texts_per_s"] + base["after"]["texts_per_s"]) / 2, 1)
+    base["texts_per_cpu_s"] = round((base["before"]["texts_per_cpu_s"] + base["after"]["texts_per_cpu_s"]) / 2, 1)
+    served["inputs_per_server_cpu_s"] = round(served["requests_per_s"] / (cpu["server_event_loop"]
+                                                                          + cpu["server_model_and_pools"]), 1)
     log = log_path.read_text(errors="replace")
     ratio = served["requests_per_s"] / base["texts_per_s"]
     growth = {"ready_to_end_pct": round(100 * (rss["end"] / rss["ready"] - 1), 1),
@@ -213,13 +249,20 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python -m bench.serve_load " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "run": str(run),
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "cpu_cores_busy_during_load": cpu,  # CPU seconds per second of timed load
         "server": {"options": options, "exit_code": code, "rss_mb": rss, "rss_growth": growth,
                    "tracebacks_in_log": log.count("Traceback"),
-                   "batches": stats["batches"], "mean_batch_inputs": round(stats["inputs"] / max(stats["batches"], 1), 2),
-                   "largest_batch_inputs": stats["largest_batch_inputs"], "batch_sizes": stats["batch_sizes"]},
+                   "timed_batches": timed["batches"],
+                   "timed_mean_batch_inputs": round(timed["inputs"] / max(timed["batches"], 1), 2),
+                   # the share of the timed load the model thread spent in forward passes
+                   "timed_model_busy_share": round(timed["model_busy_s"] / served["seconds"], 3),
+                   "largest_batch_inputs": stats["largest_batch_inputs"],
+                   "batch_sizes_whole_run": stats["batch_sizes"]},
         "in_process": base,
         "served": served,
         "served_over_in_process": round(ratio, 3),
+        # the same comparison per CPU-second (server: all its threads), which the machine's other load moves less
+        "served_over_in_process_per_cpu_s": round(served["inputs_per_server_cpu_s"] / base["texts_per_cpu_s"], 3),
         "targets": {"throughput_ratio_at_least": 0.8, "rss_growth_pct_below": 10, "errors": 0,
                     "met": {"throughput": ratio >= 0.8, "rss_growth": growth["ready_to_end_pct"] < 10,
                             "errors": served["errors"] == 0}},
@@ -229,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"served {served['requests_per_s']} requests/s (p50 {served['latency_ms']['p50']} ms, p95 "
           f"{served['latency_ms']['p95']} ms, {served['errors']} errors) = {ratio:.2f} x in-process "
           f"{base['texts_per_s']} texts/s; RSS {rss['ready']} -> {rss['end']} MB; mean batch "
-          f"{result['server']['mean_batch_inputs']}; written to {out}")
+          f"{result['server']['timed_mean_batch_inputs']}, model busy {result['server']['timed_model_busy_share']:.0%}; written to {out}")
 
 
 if __name__ == "__main__":

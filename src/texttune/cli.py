@@ -281,6 +281,8 @@ def _interrupted(run_dir: Path | None, command: str = "run") -> str:
 
 
 def _print_result(result) -> None:
+    from texttune.runs import REPORT
+
     metrics = result.metrics
     table = Table(title=f"Run {result.run_dir}")
     for column in ("split", "accuracy", "f1_macro", "log_loss", "ece"):
@@ -291,11 +293,14 @@ def _print_result(result) -> None:
             table.add_row(split, *(f"{m[k]:.4f}" for k in ("accuracy", "f1_macro", "log_loss", "ece")))
     out.print(table)
     params = metrics["params"]
+    if "fit" in metrics:  # a classic baseline: fitted in closed form, no training steps
+        say(f"fitted {params['total']:,} coefficients (C {metrics['fit'].get('C')}) in "
+            f"{metrics['train_time_s']:.1f} s, wall {metrics['wall_time_s']:.1f} s")
+        say(f"report: {result.run_dir / REPORT}")
+        return
     say(f"trainable {params['trainable']:,} / {params['total']:,} parameters ({params['trainable_pct']:.2f}%), "
         f"{metrics['train_samples_per_s']:.1f} train samples/s, wall {metrics['wall_time_s']:.1f} s, "
         f"peak memory {metrics['peak_memory_mb']:.0f} MB")
-    from texttune.runs import REPORT
-
     say(f"report: {result.run_dir / REPORT}")
 
 

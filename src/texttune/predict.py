@@ -140,8 +140,8 @@ def load(path: str | Path, device: str | None = None, backend: str | None = None
     if backend == "onnx" or (backend is None and is_onnx):
         return onnx_backend.OnnxPredictor.from_path(path, device)
     if is_onnx:
-        raise TexttuneError(f"{path}: an ONNX export (model.onnx), not a PyTorch model; load it with "
-                            "backend onnx (--backend onnx)")
+        raise TexttuneError(f"{path}: an ONNX export (model.onnx), not a PyTorch model; it runs with the onnx "
+                            "backend (predict and serve --backend onnx); texttune evaluate needs the run")
     return Predictor.from_path(path, device)
 
 
@@ -168,7 +168,8 @@ def evaluate_saved(path: str | Path, data_cfg, split: str = "test") -> dict[str,
     from texttune.data.tokenize import encode_frame
     from texttune.evaluation.evaluate import evaluate
 
-    predictor = load(path)
+    # The metrics run the PyTorch model itself; an ONNX export is refused by name.
+    predictor = load(path, backend="torch")
     # A file is evaluated whole (no carving); a built-in gets the splits a run would see.
     ds = load_dataset(data_cfg, carve=data_cfg.train_file is None)
     if data_cfg.train_file is not None and split not in ds.splits and list(ds.splits) == ["train"]:

@@ -182,6 +182,11 @@ def _processes():
     return PartialState(cpu=cpu_only())
 
 
+def num_processes() -> int:
+    """How many processes this run has (torchrun's, or 1)."""
+    return _processes().num_processes
+
+
 def is_main_process() -> bool:
     """Whether this process writes run directories (always true in a 1-process run)."""
     return _processes().is_main_process
@@ -501,14 +506,19 @@ def _fit_and_record(task: Task, config, run_dir: Path, resuming: bool, callbacks
             tracking = Tracking(config, run_dir, record=run_dir / TRACKING, tensorboard_dir=run_dir / TENSORBOARD)
         with processes.main_process_first():  # the others then read the tokenization cache it wrote
             prepared = task.prepare(config, run_dir, resuming)
-        trainer = Trainer(
+        # No objective: a model fitted in closed form by its task (the classic baselines), not by the loop.
+        trainer = None if prepared.objective is None else Trainer(
             prepared.model, prepared.train, prepared.validation, config.train, objective=prepared.objective,
             checkpoint_dir=run_dir / CHECKPOINTS, metrics_path=run_dir / METRICS_LOG if main else None,
             pad_id=prepared.pad_id, seed=config.seed, head_lr=prepared.head_lr,
             callbacks=[*callbacks, tracking] if tracking is not None else callbacks,
         )
     with ended_with_run(tracking):  # the tracked run ends as this one does: finished, failed or killed
-        metrics, model = _fit_and_measure(task, config, prepared, trainer, run_dir, resuming, started)
+        if trainer is None:
+            metrics, model = task.fit_closed_form(config, prepared, run_dir), prepared.model
+            metrics.update({"wall_time_s": round(time.perf_counter() - started, 3), "peak_memory_mb": peak_memory_mb()})
+        else:
+            metrics, model = _fit_and_measure(task, config, prepared, trainer, run_dir, resuming, started)
         if main:
             atomic_write_json(run_dir / METRICS, metrics)
             task.report(run_dir)

@@ -175,7 +175,7 @@ def test_rnn_is_refused_by_name(tmp_path, data, run_cli):
     assert not (tmp_path / "onnx").exists()
 
 
-def test_bad_input_gets_one_message(bert_run, int8_export, tmp_path, run_cli):
+def test_bad_input_gets_one_message(bert_run, int8_export, data, tmp_path, run_cli):
     taken = tmp_path / "taken"
     taken.mkdir()
     assert_error(run_cli("export", bert_run, taken, "--format", "onnx"), f"{taken}: already exists")
@@ -188,6 +188,8 @@ def test_bad_input_gets_one_message(bert_run, int8_export, tmp_path, run_cli):
     assert_error(run_cli("predict", bert_run, "--text", "hi", "--backend", "onnx"),
                  f"{bert_run}: no ONNX model here (expected {bert_run / ONNX_MODEL})")
     assert_error(run_cli("predict", int8_export, "--text", "hi", "--backend", "torch"),
+                 "an ONNX export (model.onnx), not a PyTorch model")
+    assert_error(run_cli("evaluate", int8_export, "--data", data),
                  "an ONNX export (model.onnx), not a PyTorch model")
     assert_error(run_cli("predict", bert_run, "--text", "hi", "--backend", "tensorrt"),
                  "backend 'tensorrt': choose one of torch, onnx")

@@ -49,3 +49,15 @@ def test_the_suite_refuses_to_compare_different_timed_sets():
     [problem] = different_timed_examples(differ)
     assert problem.startswith("sst2 (throughput): ") and "trainer timed 800 examples, 9664 real tokens" in problem
     assert different_timed_examples([row("texttune", "")])  # no record of the set is a difference too
+
+
+def test_rounds_alternate_their_order_and_ratios_compare_medians():
+    from bench.run import interleaved, median_rows
+
+    assert interleaved(["a", "b", "c"], 3) == [(0, "a"), (0, "b"), (0, "c"), (1, "c"), (1, "b"), (1, "a"),
+                                               (2, "a"), (2, "b"), (2, "c")]
+    rows = [row("notebook", "f1", per_s=s) for s in (5.0, 30.0, 6.0)] + \
+           [row("texttune", "f1", per_s=s) for s in (12.0, 60.0, 10.0)]
+    medians = {r["variant"]: r for r in median_rows(rows)}
+    assert (medians["notebook"]["train_samples_per_s"], medians["texttune"]["train_samples_per_s"]) == (6.0, 12.0)
+    assert ratios(median_rows(rows))["sst2: texttune / notebook"]["train_samples_per_s"] == 2.0

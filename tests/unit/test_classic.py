@@ -11,14 +11,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from texttune.errors import TexttuneError
-from texttune.models.classic import (
-    CLASSIC_FILE,
-    CLASSIC_WEIGHTS,
-    ClassicModel,
-    EmbeddingProbeConfig,
-    NbsvmConfig,
-    TfidfLRConfig,
-)
+from texttune.models.classic import CLASSIC_FILE, CLASSIC_WEIGHTS, EmbeddingProbeConfig, NbsvmConfig, TfidfLRConfig
+from texttune.models.classic_model import ClassicModel
 
 POS = ["a wonderful film", "great acting and a moving story", "a delight from start to finish",
        "one of the best movies", "superb and charming", "loved every minute", "a moving , great film",

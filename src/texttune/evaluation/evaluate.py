@@ -102,3 +102,15 @@ def calibrated_from_logits(logits: torch.Tensor, labels: np.ndarray, label_names
     accumulator.update(logits / temperature, torch.tensor(labels))
     metrics = accumulator.compute()
     return {"temperature": temperature, **{k: metrics[k] for k in CALIBRATED_KEYS}}
+
+
+def metrics_of_logits(logits: torch.Tensor, labels: np.ndarray, label_names: list[str], rows: np.ndarray,
+                      keep_worst: int = 0, temperature: float | None = None) -> dict[str, Any]:
+    """``evaluate``'s metrics for logits computed elsewhere (the classic baselines score texts with
+    scikit-learn, not through a forward pass over token ids)."""
+    accumulator = MetricAccumulator(len(label_names), label_names, keep_worst=keep_worst)
+    accumulator.update(logits, torch.tensor(np.asarray(labels)), ids=np.asarray(rows).tolist())
+    metrics = accumulator.compute()
+    if temperature is not None:
+        metrics["calibrated"] = calibrated_from_logits(logits, labels, label_names, temperature)
+    return metrics

@@ -105,6 +105,7 @@ def cell_row(cell: CellRuns, metric: str, split: str, root: Path) -> tuple[dict[
         "checkpoint_size_mb": _mean([m.get("checkpoint_size_mb") for m in metrics]),
         "p_value": None, "significance_test": None, "delta": None,
         "data_caveats": list(dict.fromkeys(line for run in cell.runs for line in data_caveats(run))),
+        "_model": _model_name(cell.runs[0]),  # read by _against_classic_baselines, then dropped
     }
     return row, matrix
 
@@ -118,6 +119,7 @@ def build_board(name: str, cells: list[CellRuns], root: Path, metric: str = "acc
         rows.append(row)
     if baseline is not None:
         _compare_to(baseline, rows, matrices)
+    _against_classic_baselines(rows, matrices, metric in HIGHER_IS_BETTER)
     reverse = metric in HIGHER_IS_BETTER
     rows.sort(key=lambda r: r["mean"], reverse=reverse)
     for rank, row in enumerate(rows, 1):
@@ -125,6 +127,37 @@ def build_board(name: str, cells: list[CellRuns], root: Path, metric: str = "acc
     curves = {cell.name: [{"run": str(run.relative_to(root)) if run.is_relative_to(root) else str(run),
                            "points": _curve(run, metric)} for run in cell.runs] for cell in cells}
     return {"name": name, "metric": metric, "split": split, "baseline": baseline, "rows": rows, "curves": curves}
+
+
+def _model_name(run: Path) -> str | None:
+    try:
+        model = runs.read_run_config(run).get("model") or {}
+    except (OSError, ValueError, TexttuneError):
+        return None
+    return model.get("name") if isinstance(model, dict) else None
+
+
+def _against_classic_baselines(rows: list[dict[str, Any]], matrices: dict[str, np.ndarray | None],
+                               higher_is_better: bool) -> None:
+    """Mark the classic baselines' rows (tfidf_lr, nbsvm, embedding_probe) and test every other row
+    against the best of them with the paired bootstrap: a model that is not significantly better
+    than the linear baseline on the same test examples is not a win, and the board says so."""
+    from texttune.models.classic import CLASSIC_CONFIGS
+
+    for row in rows:
+        row["classic_baseline"] = row.pop("_model", None) in CLASSIC_CONFIGS
+    baselines = [r for r in rows if r["classic_baseline"]]
+    if not baselines:
+        return
+    best = max(baselines, key=lambda r: r["mean"] if higher_is_better else -r["mean"])
+    for row in rows:
+        if row["classic_baseline"]:
+            continue
+        a, b = matrices.get(row["cell"]), matrices.get(best["cell"])
+        better = (row["mean"] > best["mean"]) if higher_is_better else (row["mean"] < best["mean"])
+        p = paired_bootstrap_p(a, b) if a is not None and b is not None and a.shape[1] == b.shape[1] else None
+        row["vs_best_baseline"] = {"cell": best["cell"], "delta": row["mean"] - best["mean"], "p_value": p,
+                                   "significantly_better": bool(better and p is not None and p < 0.05)}
 
 
 def _compare_to(baseline: str, rows: list[dict[str, Any]], matrices: dict[str, np.ndarray | None]) -> None:
@@ -160,7 +193,8 @@ def _p(value: float | None) -> str:
 
 def markdown(board: dict[str, Any]) -> str:
     header = ["rank", "cell", f"{board['split']} {board['metric']} (mean ± std)", "95% CI", "Δ vs baseline",
-              "p", "trainable", "wall time (s)", "peak memory (MB)", "checkpoint (MB)", "runs", "data caveats"]
+              "p", "vs best classic baseline", "trainable", "wall time (s)", "peak memory (MB)", "checkpoint (MB)",
+              "runs", "data caveats"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in board["rows"]:
         ci = f"{_fmt(r['ci_low'])}–{_fmt(r['ci_high'])}" if r["ci_low"] is not None else "—"
@@ -169,9 +203,19 @@ def markdown(board: dict[str, Any]) -> str:
             f"{r['delta']:+.4f}" if r["delta"] is not None else "—")
         lines.append("| " + " | ".join([
             str(r["rank"]), r["cell"], f"{r['mean']:.4f} ± {r['std']:.4f}", ci, delta, _p(r["p_value"]),
-            trainable, _fmt(r["wall_time_s"], 1), _fmt(r["peak_memory_mb"], 0), _fmt(r["checkpoint_size_mb"], 2),
+            _vs_baseline(r), trainable, _fmt(r["wall_time_s"], 1), _fmt(r["peak_memory_mb"], 0), _fmt(r["checkpoint_size_mb"], 2),
             str(r["n"]), _caveats(r)]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _vs_baseline(row: dict[str, Any]) -> str:
+    if row.get("classic_baseline"):
+        return "classic baseline"
+    vs = row.get("vs_best_baseline")
+    if vs is None:
+        return "—"
+    verdict = "better" if vs["significantly_better"] else "**not significantly better**"
+    return f"{verdict} ({vs['delta']:+.4f} vs {vs['cell']}, p {_p(vs['p_value'])})"
 
 
 def _caveats(row: dict[str, Any]) -> str:
@@ -179,7 +223,7 @@ def _caveats(row: dict[str, Any]) -> str:
 
 
 CSV_COLUMNS = ["rank", "cell", "stage", "n", "mean", "std", "ci_low", "ci_high", "delta", "p_value",
-               "significance_test", "trainable", "total", "trainable_pct", "wall_time_s", "train_time_s",
+               "significance_test", "classic_baseline", "trainable", "total", "trainable_pct", "wall_time_s", "train_time_s",
                "peak_memory_mb", "checkpoint_size_mb", "data_caveats"]
 
 

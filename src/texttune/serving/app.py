@@ -49,8 +49,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def create_app(predictor, settings: Settings, model: str | Path, backend: str = "torch") -> FastAPI:
-    batcher = MicroBatcher(Scorer(predictor, settings.max_batch_size), settings.max_batch_size,
-                           settings.max_wait_ms, settings.max_queued_inputs)
+    scorer = Scorer(predictor, settings.max_batch_size)
+    batcher = MicroBatcher(scorer, settings.max_batch_size, settings.max_wait_ms, settings.max_queued_inputs)
     info = _static_info(predictor, settings, model, backend)
 
     @asynccontextmanager
@@ -99,6 +99,7 @@ def create_app(predictor, settings: Settings, model: str | Path, backend: str = 
     async def page() -> HTMLResponse:
         return HTMLResponse(PAGE, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
+    app.state.batcher, app.state.scorer = batcher, scorer
     _add_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)  # added last: the outermost, so it sees every answer, 413s included

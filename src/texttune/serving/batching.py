@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,7 @@ class BatchStats:
     largest_batch_requests: int = 0
     largest_batch_inputs: int = 0
     failed_batches: int = 0
+    model_busy_s: float = 0.0  # wall time spent in run(): with the uptime, how idle the model thread was
     queued_requests: int = 0  # now, waiting for the model
     queued_inputs: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)  # inputs in a batch -> how many batches
@@ -81,6 +83,11 @@ class MicroBatcher:
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def run_in_model_thread(self, function: Callable, *args: Any) -> Any:
+        """``function(*args)`` in the model thread, now (before serving: the warm-up, whose memory then
+        belongs to the thread that will use it; glibc gives each thread its own arena)."""
+        return self._executor.submit(function, *args).result()
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._collect(), name="texttune-batcher")
 
@@ -108,6 +115,7 @@ class MicroBatcher:
         self.stats.queued_requests = len(self._pending)
         self.stats.queued_inputs = self._queued_inputs()
         data = dict(self.stats.__dict__)
+        data["model_busy_s"] = round(self.stats.model_busy_s, 3)
         data["batch_sizes"] = {str(k): v for k, v in sorted(self.stats.batch_sizes.items())}
         return data
 
@@ -178,7 +186,11 @@ class MicroBatcher:
 
     async def _call(self, batch: list[Job]) -> list[Any]:
         loop = asyncio.get_running_loop()
-        outcomes = await loop.run_in_executor(self._executor, self.run, [job.payload for job in batch])
+        start = time.perf_counter()
+        try:
+            outcomes = await loop.run_in_executor(self._executor, self.run, [job.payload for job in batch])
+        finally:
+            self.stats.model_busy_s += time.perf_counter() - start
         if len(outcomes) != len(batch):
             raise RuntimeError(f"run returned {len(outcomes)} outcomes for {len(batch)} payloads")
         return outcomes

@@ -46,6 +46,23 @@ class Scorer:
             start += n
         return outcomes
 
+    def warm_up(self, batch_size: int) -> None:
+        """Requests' own path on a few shapes (one short text up to a full batch of max_length tokens, at
+        most 512) before serving: no request pays for lazy initialisation, and the allocator has grown to
+        what batches need before the server's memory is first measured."""
+        model = getattr(self.predictor, "model", None)  # the torch backend; onnxruntime holds its own copy
+        if isinstance(model, torch.nn.Module):
+            # Every weight read once: safetensors are memory-mapped, and the pages no text has used yet
+            # (embedding rows of words not seen so far) would be read from disk by the requests that first
+            # need them: slower answers, and a resident size that grows with the vocabulary seen.
+            with torch.inference_mode():
+                for tensor in model.state_dict().values():
+                    tensor.sum()
+        words = min(self.predictor.max_length, 512) // 2  # "warm up": two tokens a repeat; truncated
+        for size, repeats in ((1, 1), (batch_size, 1), (batch_size, words), (max(1, batch_size // 2), 16),
+                              (1, words)):
+            self([Work([("warm up " * repeats, None)] * size, truncate=True, raw_scores=False, batch=True)])
+
     def _too_long(self, work: Work) -> ServeError | None:
         """TEI's answer to an input over the limit without truncate: 422, naming the input."""
         limit = self.predictor.max_length

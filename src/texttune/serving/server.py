@@ -80,9 +80,12 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8080, backend:
 
         torch.set_num_threads(num_threads)
     predictor = load_predictor(model, backend)
-    _warm_up(predictor)
-    sock = _bind(host, port)
     app = create_app(predictor, settings, model, getattr(predictor, "backend", None) or backend or "torch")
+    start = time.perf_counter()
+    app.state.batcher.run_in_model_thread(app.state.scorer.warm_up, settings.max_batch_size)
+    logger.info("model loaded: %d labels, max_length %d; warm-up %.0f ms", len(predictor.label_names),
+                predictor.max_length, 1000 * (time.perf_counter() - start))
+    sock = _bind(host, port)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", server_header=False,
                             timeout_graceful_shutdown=max(1, round(drain_timeout_s)))
     server = uvicorn.Server(config)
@@ -112,14 +115,6 @@ def _require(*modules: str) -> None:
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
         raise TexttuneError(f"texttune serve needs {' and '.join(missing)}: pip install 'texttune[serve]'")
-
-
-def _warm_up(predictor) -> None:
-    """One forward pass before the first request, so that it does not pay for lazy initialisation."""
-    start = time.perf_counter()
-    predictor.logits(["warm up"], batch_size=1)
-    logger.info("model loaded: %d labels, max_length %d; warm-up %.0f ms", len(predictor.label_names),
-                predictor.max_length, 1000 * (time.perf_counter() - start))
 
 
 def _bind(host: str, port: int) -> socket.socket:

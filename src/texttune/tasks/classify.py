@@ -27,7 +27,8 @@ from texttune.data.dataset import TextDataset
 from texttune.data.tokenize import Encoded, collate, encode_cached, frame_fingerprint
 from texttune.errors import TexttuneError
 from texttune.io import atomic_write_json
-from texttune.models.registry import MODEL_CONFIGS
+from texttune.models.classic import is_classic
+from texttune.models.registry import MODEL_CONFIGS, build_model
 from texttune.strategies import STRATEGY_CONFIGS
 
 log = logging.getLogger("texttune")
@@ -319,6 +320,16 @@ def report(run_dir: Path) -> None:
     render_report(run_dir)
 
 
+def check_classic(config: ExperimentBase) -> None:
+    """What a closed-form baseline cannot take: a strategy (nothing is fine-tuned) or a source run."""
+    if config.strategy.name != "full":
+        raise TexttuneError(f"strategy.name {config.strategy.name}: model.name {config.model.name} is a classic "
+                            "baseline fitted in closed form; strategies apply to neural models only")
+    if config.init_from is not None:
+        raise TexttuneError(f"init_from: model.name {config.model.name} is a classic baseline fitted from "
+                            "scratch; it cannot start from a previous run")
+
+
 def _check_labels_match(run_dir: Path, ds: TextDataset) -> None:
     path = run_dir / runs.LABELS
     if not path.is_file():
@@ -350,6 +361,10 @@ class Classify:
             _check_labels_match(run_dir, ds)
         if runs.is_main_process():
             atomic_write_json(run_dir / runs.LABELS, ds.label_names)
+        if is_classic(config.model):  # fitted in closed form by fit_closed_form: no tokens, no loop
+            check_classic(config)
+            model, _ = build_model(config.model, ds.label_names)
+            return runs.Prepared(model, None, None, None, None, extras={"ds": ds, "tokenization": None})
         model, tokenizer = build(config, ds)
         encoded, token_stats = tokenize(ds, tokenizer, config.model.max_length)
         weights = class_weight_tensor(config.train, encoded["train"].labels, len(ds.label_names))
@@ -361,6 +376,14 @@ class Classify:
 
     def before_fit(self, config, prepared: runs.Prepared, trainer) -> None:
         return None
+
+    def fit_closed_form(self, config: ExperimentBase, prepared: runs.Prepared, run_dir: Path) -> dict[str, Any]:
+        """A classic baseline: scikit-learn fits it, then it is evaluated and saved like any model."""
+        from texttune.tasks.classic import fit_classic
+
+        metrics = fit_classic(config, prepared, run_dir, say)
+        prepared.extras.pop("ds")  # the result keeps no data
+        return metrics
 
     def finish(self, config: ExperimentBase, prepared: runs.Prepared, trainer, run_dir: Path) -> dict[str, Any]:
         from texttune.models.saving import saves_trained_only
