@@ -53,7 +53,7 @@ class _ClassicConfig(Section):
     max_iter: int = Field(2000, gt=0, description="Iterations of the logistic-regression solver.")
     class_weight: Literal["balanced"] | None = Field(None, description="balanced: weight classes "
                                                      "inversely to their frequency.")
-    max_length: int = Field(100_000, gt=0, description="Texts are cut to this many characters.")
+    max_chars: int = Field(100_000, gt=0, description="Texts are cut to this many characters.")
 
     @field_validator("C")
     @classmethod

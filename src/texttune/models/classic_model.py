@@ -116,7 +116,7 @@ class ClassicModel:
     # ------------------------------------------------------------------ features
 
     def _clip(self, texts) -> list[str]:
-        return [str(t)[: self.cfg.max_length] for t in texts]
+        return [str(t)[: self.cfg.max_chars] for t in texts]
 
     def _new_vectorizers(self) -> list[Any]:
         from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
