@@ -11,7 +11,7 @@
 Every call is end to end (tokenize, forward, softmax, labels) through each tool's own ``predict`` /
 ``__call__``. Inputs: TREC questions of exactly 16 tokens, and texts of 128 tokens (TREC questions joined,
 truncated at 128 by every variant). Latency: one text per call (p50/p95 over all calls); throughput:
-batches of 32 (texts/s, median over rounds). Rounds interleave the variants (their order rotates), so a
+batches of 32 (texts/s, median and best over rounds). Rounds interleave the variants (their order rotates), so a
 change of machine load hits each; torch and onnxruntime get the same thread count. Accuracy: the run's
 test split at the run's own max_length.
 
@@ -39,9 +39,9 @@ def parse(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="A trained classification run (MiniLM on TREC-6 for the docs).")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch and onnxruntime intra-op threads.")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--latency-calls", type=int, default=20, help="Batch-1 calls per variant, length and round.")
-    parser.add_argument("--throughput-calls", type=int, default=4, help="Batch-32 calls per variant, length and round.")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--latency-calls", type=int, default=10, help="Batch-1 calls per variant, length and round.")
+    parser.add_argument("--throughput-calls", type=int, default=2, help="Batch-32 calls per variant, length and round.")
     parser.add_argument("--exports", type=Path, default=None, help="Folder for the ONNX exports (default: temporary).")
     parser.add_argument("--note", default="")
     parser.add_argument("--json", type=Path, default=None)
@@ -157,10 +157,13 @@ def measure(variants: dict[str, Callable], texts: dict[str, list[str]], args) ->
         loads.append(round(os.getloadavg()[0], 2))  # other work on the machine shows here
         print(f"round {round_ + 1}/{args.rounds} done (load {loads[-1]})", file=sys.stderr)
     return {"load_average_1min_per_round": loads} | {name: {length: {
-        "latency_batch1_ms": {"p50": round(1000 * float(np.percentile(latency[name][length], 50)), 2),
+        "latency_batch1_ms": {"min": round(1000 * float(np.min(latency[name][length])), 2),
+                              "p50": round(1000 * float(np.percentile(latency[name][length], 50)), 2),
                               "p95": round(1000 * float(np.percentile(latency[name][length], 95)), 2),
                               "calls": len(latency[name][length])},
         "throughput_batch32_texts_per_s": round(float(np.median(throughput[name][length])), 1),
+        # The best round: the least disturbed by other work on a shared machine (as timeit's minimum).
+        "throughput_batch32_best_round": round(float(np.max(throughput[name][length])), 1),
         "throughput_rounds": [round(v, 1) for v in throughput[name][length]],
     } for length in texts} for name in names}
 
@@ -207,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
     loads = results.pop("load_average_1min_per_round")
     short = {n: r["16"]["throughput_batch32_texts_per_s"] for n, r in results.items()}
+    best = {n: r["16"]["throughput_batch32_best_round"] for n, r in results.items()}
     speedup = short["onnx-int8"] / short["pipeline"]
     drop = 100 * (acc["texttune-torch"] - acc["onnx-int8"])
     report = {
@@ -223,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "exports": {n: {"parity": r["parity"], "test": r.get("test"), "size_mb": r["size_mb"]} for n, r in records.items()},
         "targets": {
             "int8_vs_pipeline_short_throughput": round(speedup, 2), "target_speedup": 2.5,
+            "int8_vs_pipeline_short_throughput_best_rounds": round(best["onnx-int8"] / best["pipeline"], 2),
             "int8_accuracy_drop_points": round(drop, 2), "target_drop_points": 0.5,
             "met": bool(speedup >= 2.5 and drop <= 0.5),
         },

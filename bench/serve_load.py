@@ -6,7 +6,9 @@
    pass, then ``--baseline-passes`` timed passes; the median is kept) in this process, with the same torch
    thread count the server gets, before the server starts and again after it stopped: the machine is
    shared, so the comparison uses the mean of the two. Also texts per CPU-second of this process, a figure
-   the machine's other load moves less.
+   the machine's other load moves less, and the same texts in the clients' order in consecutive batches
+   of B (``logits`` per batch, without predict's sort of all texts by length): what length sorting alone
+   is worth, since a server cannot sort texts that have not arrived yet.
 2. The server: ``texttune serve RUN --port 0 --max-batch-size B --max-wait-ms W`` in a subprocess; its RSS
    is read (psutil) when /health first answers, after ``--warmup`` seconds of untimed load, and at the
    end of the timed load; the CPU time of its threads (the event loop apart) over the timed load; its
@@ -62,25 +64,39 @@ def trec_texts() -> list[str]:
 
 
 def baseline(predictor, texts: list[str], batch_size: int, passes: int) -> dict[str, Any]:
-    """Median texts/s over ``passes`` timed passes, and texts per CPU-second of this process (which does
-    nothing else meanwhile): a figure that does not depend on what else the machine runs."""
-    import psutil
+    """``predict(texts, batch_size)``: median texts/s over ``passes`` timed passes, and texts per CPU-second
+    of this process (which does nothing else meanwhile), a figure the machine's other load moves less.
+    ``arrival_order``: the same texts as the server sees them, consecutive batches in the clients' order
+    (``logits`` per batch), without predict's sort of all texts by length, so more padding per batch."""
     import torch
 
-    me = psutil.Process()
+    def arrival_order() -> None:
+        for start in range(0, len(texts), batch_size):
+            predictor.logits(texts[start : start + batch_size], batch_size=batch_size)
+
     predictor.predict(texts, batch_size=batch_size)  # untimed: lazy initialisation, allocator warm-up
+    result = {"texts": len(texts), "batch_size": batch_size, "passes": passes,
+              "torch_threads": torch.get_num_threads()}
+    result.update(_timed(lambda: predictor.predict(texts, batch_size=batch_size), len(texts), passes))
+    result["arrival_order"] = _timed(arrival_order, len(texts), passes)
+    result["load_average_1min"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def _timed(function, texts: int, passes: int) -> dict[str, Any]:
+    import psutil
+
+    me = psutil.Process()
     seconds, cpu = [], []
     for _ in range(passes):
         before, tic = me.cpu_times(), time.perf_counter()
-        predictor.predict(texts, batch_size=batch_size)
+        function()
         seconds.append(time.perf_counter() - tic)
         after = me.cpu_times()
         cpu.append(after.user + after.system - before.user - before.system)
-    return {"texts": len(texts), "batch_size": batch_size, "passes": passes, "torch_threads": torch.get_num_threads(),
-            "seconds_per_pass": [round(s, 3) for s in seconds],
-            "texts_per_s": round(len(texts) / statistics.median(seconds), 1),
-            "texts_per_cpu_s": round(len(texts) / statistics.median(cpu), 1),
-            "load_average_1min": round(os.getloadavg()[0], 2)}
+    return {"seconds_per_pass": [round(s, 3) for s in seconds],
+            "texts_per_s": round(texts / statistics.median(seconds), 1),
+            "texts_per_cpu_s": round(texts / statistics.median(cpu), 1)}
 
 
 # ---------------------------------------------------------------------------- 2. the server

@@ -75,6 +75,15 @@ class DataConfig(Section):
         None, description="Column holding the second text of a sentence pair (e.g. MRPC)."
     )
     label_column: str = Field("label", description="Column holding the label (string or integer).")
+    multi_label: bool = Field(
+        False,
+        description="Multi-label classification: each row's label column holds a set of labels -- a JSON list "
+        "(JSONL, a Parquet list column, or a CSV cell like [\"a\", \"b\"]) or, with label_delimiter, a delimited "
+        "string; an empty list or cell means no label. Sigmoid + BCE, per-label thresholds fitted on validation.",
+    )
+    label_delimiter: str | None = Field(
+        None, min_length=1, description="With multi_label: the separator of labels in a string cell ('|' reads 'a|b' as {a, b})."
+    )
     label_names: list[str] | None = Field(
         None,
         description="Label names in index order. Integer labels index into this list; string labels "
@@ -128,6 +137,10 @@ class DataConfig(Section):
             raise ValueError("set either data.dataset (a built-in name) or data.train_file")
         if self.dataset is not None and self.train_file is not None:
             raise ValueError("set data.dataset or data.train_file, not both")
+        if self.label_delimiter is not None and not self.multi_label:
+            raise ValueError("data.label_delimiter splits label sets: set data.multi_label: true as well")
+        if self.multi_label and self.train_file is None:
+            raise ValueError("data.multi_label reads label sets from your files: set data.train_file")
         return self
 
 

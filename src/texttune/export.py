@@ -217,6 +217,15 @@ def why_not_stock(config, hooks: dict[str, Any]) -> str | None:
     return None
 
 
+def multi_label_settings(config) -> dict[str, Any]:
+    """A multi-label model's ``problem_type`` (stock classes then train with BCE, and
+    ``pipeline(..., function_to_apply="sigmoid")`` scores each label) and its fitted thresholds."""
+    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
+    if get("problem_type") != "multi_label_classification":
+        return {}
+    return {"problem_type": "multi_label_classification", "texttune_thresholds": get("texttune_thresholds")}
+
+
 def to_stock(model):
     """The stock transformers classifier with the model's weights, or None if they do not map exactly."""
     import transformers
@@ -224,7 +233,8 @@ def to_stock(model):
 
     config, stock = model.config, STOCK[model.config.encoder["model_type"]]
     cls = getattr(transformers, stock.class_name)
-    settings = {"id2label": dict(config.id2label), "label2id": dict(config.label2id)}
+    settings = {"id2label": dict(config.id2label), "label2id": dict(config.label2id),
+                **multi_label_settings(config)}
     if stock.dropout_key:
         settings[stock.dropout_key] = config.head["dropout"]
     if stock.activation_key:
@@ -257,6 +267,7 @@ def to_standalone(model, hooks: dict[str, Any]):
         encoder_type=config.encoder_type, encoder=dict(encoder), pooling=config.pooling, head=dict(config.head),
         hooks=hooks, id2label=dict(config.id2label), label2id=dict(config.label2id),
         texttune_temperature=getattr(config, "texttune_temperature", None), auto_map=dict(AUTO_MAP),
+        **multi_label_settings(config),
     )
     exported = TexttuneStandaloneForSequenceClassification(standalone_config).eval()
     exported.load_state_dict(model.state_dict(), strict=True)
@@ -334,7 +345,7 @@ def load_export(folder: Path):
             encoder_type=raw["encoder_type"], encoder=raw["encoder"], pooling=raw["pooling"], head=raw["head"],
             strategy=raw[EXPORT_KEY].get("strategy"), num_labels=len(id2label), id2label=id2label,
             label2id={label: i for i, label in id2label.items()},
-            texttune_temperature=raw.get("texttune_temperature"),
+            texttune_temperature=raw.get("texttune_temperature"), **multi_label_settings(raw),
         )
     return load_pretrained(TexttuneForSequenceClassification, folder, config=config, strict=True).eval()
 

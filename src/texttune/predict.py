@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from texttune.errors import TexttuneError
+from texttune.models.long_text import windows_of
 from texttune.runs import model_dir_of
 
 
@@ -24,6 +25,8 @@ class BasePredictor:
 
     backend = ""
     tensors = "pt"  # return_tensors of the tokenizer
+    long_text = None  # model.long_text of a windowed model (a LongTextConfig): long texts read in windows
+    thresholds: list[float] | None = None  # a multi-label model's per-label thresholds (predict_sets)
 
     def __init__(self, tokenizer, label_names: list[str], max_length: int, temperature: float | None) -> None:
         self.tokenizer = tokenizer
@@ -43,10 +46,34 @@ class BasePredictor:
             args = [[texts[i] for i in idx]]
             if text_pairs is not None:
                 args.append([text_pairs[i] for i in idx])
+            if self.long_text is not None:
+                out[torch.from_numpy(idx)] = self._window_logits(*args)
+                continue
             batch = self.tokenizer(*args, truncation=True, max_length=self.max_length, padding=True,
                                    return_tensors=self.tensors)
             out[torch.from_numpy(idx)] = self._forward(batch)
         return out
+
+    def _window_logits(self, texts: list[str], text_pairs: list[str] | None = None) -> torch.Tensor:
+        """(B, C): each text's windows (as at training, ``data.tokenize.encode_windows``) in one
+        padded batch, their logits pooled per text by ``long_text.pool``."""
+        from transformers import BatchEncoding
+
+        from texttune.models.long_text import pool_windows
+
+        if text_pairs is not None:
+            raise TexttuneError("this model reads long texts in windows (model.long_text.mode windows), "
+                                "which takes single texts, not text pairs")
+        windows = self.long_text
+        batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, stride=windows.stride,
+                               return_overflowing_tokens=True, padding=True, return_tensors=self.tensors)
+        owner = np.asarray(batch.pop("overflow_to_sample_mapping"))  # (W,) the text of each window
+        if windows.max_windows is not None:  # the first max_windows of each text, as at training
+            first = np.searchsorted(owner, owner)  # owner is sorted: a text's windows are contiguous
+            keep = np.arange(len(owner)) - first < windows.max_windows
+            batch, owner = BatchEncoding({k: v[keep] for k, v in batch.items()}), owner[keep]
+        counts = torch.from_numpy(np.bincount(owner, minlength=len(texts)))
+        return pool_windows(self._forward(batch), counts, windows.pool)
 
     def predict(
         self, texts: list[str] | str, text_pairs: list[str] | None = None, top_k: int = 1, batch_size: int = 64
@@ -58,6 +85,8 @@ class BasePredictor:
         if text_pairs is not None and len(text_pairs) != len(texts):
             raise TexttuneError(f"{len(texts)} texts but {len(text_pairs)} text pairs")
         logits = self.logits(list(texts), text_pairs, batch_size)
+        if self.thresholds is not None:
+            return self._label_sets(logits)
         if self.temperature:
             logits = logits / self.temperature
         probs = torch.softmax(logits, dim=-1)
@@ -68,6 +97,21 @@ class BasePredictor:
             top = [{"label": self.label_names[i], "score": round(v, 6)} for v, i in zip(row_values, row_indices)]
             results.append({"label": top[0]["label"], "score": top[0]["score"], "top_k": top})
         return results
+
+    def _label_sets(self, logits: torch.Tensor) -> list[dict[str, Any]]:
+        """Multi-label: ``{"labels": [the labels at or above their fitted thresholds], "scores":
+        {label: sigmoid score}}`` per text."""
+        probs, cut = torch.sigmoid(logits).tolist(), self.thresholds
+        return [{"labels": [name for name, p, t in zip(self.label_names, row, cut) if p >= t],
+                 "scores": {name: round(p, 6) for name, p in zip(self.label_names, row)}} for row in probs]
+
+
+def thresholds_of(config, label_names: list[str]) -> list[float] | None:
+    """The per-label thresholds a multi-label model's config carries (0.5 where none is stored)."""
+    if getattr(config, "problem_type", None) != "multi_label_classification":
+        return None
+    stored = getattr(config, "texttune_thresholds", None) or {}
+    return [float(stored.get(name, 0.5)) for name in label_names]
 
 
 class Predictor(BasePredictor):
@@ -80,6 +124,8 @@ class Predictor(BasePredictor):
         self.model = model.to(self.device).eval()
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         super().__init__(tokenizer, labels, max_length, getattr(model.config, "texttune_temperature", None))
+        self.thresholds = thresholds_of(model.config, labels)
+        self.long_text = windows_of(model.config)
 
     @classmethod
     def from_path(cls, path: str | Path, device: str | None = None) -> Predictor:
@@ -184,9 +230,12 @@ def evaluate_saved(path: str | Path, data_cfg, split: str = "test") -> dict[str,
     bad = frame["label"] < 0
     if bad.any():
         raise TexttuneError(f"{ds.where(split)}: {int(bad.sum())} rows have a missing or unknown label")
-    encoded = encode_frame(frame, predictor.tokenizer, predictor.max_length)
+    windows = predictor.long_text  # a windowed model is evaluated per document, as in its run
+    window_args = {"stride": windows.stride, "max_windows": windows.max_windows} if windows else {}
+    encoded = encode_frame(frame, predictor.tokenizer, predictor.max_length, **window_args)
     metrics, _ = evaluate(predictor.model, encoded, predictor.label_names,
-                          predictor.tokenizer.pad_token_id or 0, 64, temperature=None)
+                          predictor.tokenizer.pad_token_id or 0, 64, temperature=None,
+                          window_pool=windows.pool if windows else "mean")
     metrics["dataset"], metrics["split"] = ds.name, split
     return metrics
 
@@ -204,6 +253,9 @@ def write_predictions(path: Path, frame: pd.DataFrame, predictions: list[dict[st
     from texttune.io import atomic_write_text
 
     out = frame.reset_index(drop=True).copy()
+    if predictions and "labels" in predictions[0]:  # multi-label: the set and every label's score
+        predictions = [{"label": json.dumps(p["labels"]), "score": max(p["scores"].values(), default=0.0),
+                        "top_k": [{"label": k, "score": v} for k, v in p["scores"].items()]} for p in predictions]
     out["label"] = [p["label"] for p in predictions]
     out["score"] = [p["score"] for p in predictions]
     out["top_k"] = [json.dumps(p["top_k"]) for p in predictions]

@@ -209,3 +209,32 @@ def test_an_embedding_adapter_adapts_the_token_vectors(tiny_model_dir):
     assert model.encoder.project.adapter.up.weight.requires_grad
     with pytest.raises(TexttuneError, match="strategy.embeddings: this encoder has no embedding output"):
         build("transformer", "adapters", tiny_model_dir, ("strategy.embeddings=true",))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
+def test_multi_label_bce_trains_the_head_under_every_strategy(strategy, tiny_model_dir):
+    """data.multi_label: the same model and strategy, one sigmoid per label under BCE (issue 19)."""
+    from texttune.tasks.classify import MultiLabelObjective
+
+    config = load_config(None, [f"model.path={tiny_model_dir}", "model.head.dropout=0.0", f"strategy.name={strategy}"])
+    torch.manual_seed(0)
+    model, tokenizer = build_model(config.model, ["a", "b", "c"], train_texts=TEXTS)
+    model = apply_strategy(model, config.strategy).eval()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-2, weight_decay=0.01))
+    objective = MultiLabelObjective(["a", "b", "c"])
+    ids, mask, _ = batch(tokenizer)
+    targets = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0]] * 2, dtype=torch.float32)
+
+    losses = []
+    for _ in range(3):
+        loss = objective.loss_fn(model(input_ids=ids, attention_mask=mask).logits, targets)
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == trainable
+    assert {name for name, _ in model.named_parameters() if name.startswith("head.")} <= changed
+    assert isinstance(objective.loss_fn, torch.nn.BCEWithLogitsLoss) and losses[-1] < losses[0]

@@ -129,7 +129,7 @@ class CheckReport:
         for f in self.findings:
             if f.check in ("overlap", "overlap_normalized") and f.split.split("∩")[0] == "train":
                 lines.append(f"{f.split}: {f.message.split('; rows listed')[0]}")
-            elif f.check in ("conflicting_labels", "empty_text"):
+            elif f.check in ("conflicting_labels", "empty_text", "label_never_in_train"):
                 lines.append(f"{f.split}: {f.message}")
             elif f.check in ("duplicates", "duplicates_normalized") and f.count > DUPLICATE_SHARE * self.rows.get(f.split, 0):
                 lines.append(f"{f.split}: {f.message}")
@@ -161,13 +161,14 @@ def run_checks(ds: TextDataset, cfg: DataChecksConfig) -> CheckReport:
         findings += _check_empty(ds, split, df)
         findings += _check_non_utf8(ds, split, df)
         findings += _check_text_damage(ds, split, df)
-        findings += _check_labels(ds, split, df)
+        findings += _check_labels(ds, split, df) if not ds.multi_label else _check_label_sets(ds, split, df)
         findings += _check_duplicates(ds, split, exact[split], norm[split] if norm else None)
-        findings += _check_conflicts(ds, split, exact[split])
+        findings += _check_conflicts(ds, split, exact[split]) if not ds.multi_label else []
     for a, b in itertools.combinations(ds.split_names(), 2):
         findings += _check_overlap(ds, a, b, exact, norm)
     for split in ds.split_names():
-        findings += _check_imbalance(ds, split, cfg.max_imbalance_ratio)
+        # Multi-label: a class's share is per label (_check_label_sets), not one label per row.
+        findings += _check_imbalance(ds, split, cfg.max_imbalance_ratio) if not ds.multi_label else []
     rows = {s: len(ds.splits[s]) for s in ds.split_names()}
     return CheckReport(ds.name, cfg.policy, rows, findings, cfg.model_dump())
 
@@ -364,6 +365,27 @@ def _check_labels(ds: TextDataset, split: str, df: pd.DataFrame) -> list[Finding
             f"{_names(ds.label_names)}{_label_source(ds)}{_raw_values(df, unknown)}"
         )
         findings.append(_finding("unknown_label", split, "error", unknown.sum(), message, df, unknown))
+    return findings
+
+
+def _check_label_sets(ds: TextDataset, split: str, df: pd.DataFrame) -> list[Finding]:
+    """Multi-label: rows with no label are allowed (none of the labels applies) and counted; a label
+    the training split never holds cannot be learned (its threshold and scores mean nothing).
+    Malformed sets and unknown names were refused when the file was read (files.parse_label_sets)."""
+    sets = df["label_set"].tolist() if "label_set" in df.columns else []
+    findings = []
+    empty = np.fromiter((len(s) == 0 for s in sets), bool, len(sets))
+    if empty.any():
+        message = f"{_n(empty.sum(), 'row')} with no label (an empty set: allowed, none of the labels applies)"
+        findings.append(_finding("no_label", split, "info", empty.sum(), message, df, empty))
+    if split == "train":
+        seen = {i for labels in sets for i in labels}
+        never = [name for i, name in enumerate(ds.label_names or []) if i not in seen]
+        if never:
+            message = (f"{_n(len(never), 'label')} of the label set{_label_source(ds)} never in a training row: "
+                       f"{_listed(never)}; the model cannot learn {'it' if len(never) == 1 else 'them'}")
+            findings.append(_finding("label_never_in_train", split, "warning", len(never), message, df,
+                                     np.zeros(len(df), bool)))
     return findings
 
 

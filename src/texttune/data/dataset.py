@@ -40,6 +40,9 @@ class TextDataset:
     notes: list[str] = field(default_factory=list)
     # Where label_names came from ("/data/labels.txt", "data.label_names", ...), for messages.
     label_source: str | None = None
+    # data.multi_label: each split also has ``label_set`` (a tuple of label indices per row, maybe
+    # empty) and ``label`` is only a stratification key (the smallest index; 0 for an empty set).
+    multi_label: bool = False
 
     @property
     def has_labels(self) -> bool:

@@ -279,7 +279,7 @@ COLUMN_KEYS = {"text": "data.text_column", "text_pair": "data.text_pair_column",
 
 def select_columns(
     df: pd.DataFrame, path: Path | str, text: str, text_pair: str | None, label: str | None,
-    keys: dict[str, str] | None = None,
+    keys: dict[str, str] | None = None, label_sets: bool = False,
 ) -> pd.DataFrame:
     """Keep the text/pair/label columns under their canonical names; name what is missing, and the
     setting that chose it (``keys``, by role; default ``COLUMN_KEYS``)."""
@@ -294,7 +294,8 @@ def select_columns(
     out = pd.DataFrame(index=df.index)
     for role, col in wanted.items():
         if col is not None:
-            _refuse_nested(df, path, col, "text" if role != "label_raw" else "label")
+            if not (label_sets and role == "label_raw"):  # multi-label: lists are the point (label_sets_of)
+                _refuse_nested(df, path, col, "text" if role != "label_raw" else "label")
             out[role] = df[col]
     for role in ("text", "text_pair"):
         if role in out:
@@ -427,6 +428,71 @@ def read_labels_file(path: Path) -> list[str]:
     return names
 
 
+# --------------------------------------------------------------------------- label sets (multi-label)
+
+
+def parse_label_sets(values: pd.Series, path: Path | str, column: str, delimiter: str | None,
+                     lines: list[int] | None = None) -> pd.Series:
+    """Each cell of a multi-label column as a tuple of label names (the order of first appearance, no
+    repeats). A cell is a list (JSONL, Parquet) or a string: with ``delimiter`` split on it, else a JSON
+    list (``["a", "b"]``, as a CSV writes one). Empty or null means no label. Anything else is refused
+    at its row: a label set read wrongly would train on the wrong targets without a sign."""
+    def where(position: int) -> str:
+        line = f" (line {lines[position]})" if lines and len(lines) == len(values) else ""
+        return f"{path}: row {values.index[position]}{line}, column '{column}'"
+
+    def parse(position: int, value: Any) -> tuple[str, ...]:
+        if isinstance(value, np.ndarray):  # a Parquet list column
+            value = value.tolist()
+        if isinstance(value, str) and not is_missing(value):
+            if delimiter is not None:
+                value = value.split(delimiter)
+            else:
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    raise DataError(f"{where(position)}: {_shown(value)} is not a JSON list of labels "
+                                    "(like [\"a\", \"b\"]); for 'a|b' set data.label_delimiter") from None
+        elif is_missing(value):
+            return ()
+        if not isinstance(value, (list, tuple)):
+            raise DataError(f"{where(position)}: {_shown(value)} is not a list of labels")
+        names: list[str] = []
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)):
+                raise DataError(f"{where(position)}: the label {_shown(item)} in {_shown(value, 60)} is not a "
+                                "string or an integer")
+            name = str(item).strip()
+            if name and name not in names:  # 'a||b' and ' a' are read as {a, b}, {a}
+                names.append(name)
+        return tuple(names)
+
+    return pd.Series([parse(i, v) for i, v in enumerate(values)], index=values.index, dtype=object)
+
+
+def encode_label_sets(sets: pd.Series, label_names: list[str], path: Path | str, column: str,
+                      label_source: str) -> tuple[pd.Series, pd.Series]:
+    """(label_set: tuples of indices into ``label_names``, label: the set's smallest index or 0 when
+    empty -- a stratification key for carving splits, not a target). A name outside the label set
+    is refused at its row (no drop policy: one row's set cannot be half dropped)."""
+    index = {name: i for i, name in enumerate(label_names)}
+    encoded = []
+    for row, names in sets.items():
+        unknown = [name for name in names if name not in index]
+        if unknown:
+            raise DataError(f"{path}: row {row}, column '{column}': the label {_shown(unknown[0])} is not in "
+                            f"the label set from {label_source} ({_listed_names(label_names)})")
+        encoded.append(tuple(sorted(index[name] for name in names)))
+    label_set = pd.Series(encoded, index=sets.index, dtype=object)
+    proxy = label_set.map(lambda s: s[0] if s else 0).astype("int64")
+    return label_set, proxy
+
+
+def _listed_names(names: list[str], limit: int = 10) -> str:
+    more = f", … {len(names)} labels" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 # --------------------------------------------------------------------------- whole dataset
 
 
@@ -442,11 +508,20 @@ def load_files(cfg: DataConfig) -> TextDataset:
         path = Path(path)
         fmt = detect_format(path, cfg.file_format)
         raw = read_table(path, fmt, cfg.delimiter)
-        frames[split] = select_columns(raw, path, cfg.text_column, cfg.text_pair_column, cfg.label_column)
+        frames[split] = select_columns(raw, path, cfg.text_column, cfg.text_pair_column, cfg.label_column,
+                                       label_sets=cfg.multi_label)
+        if cfg.multi_label:
+            frames[split]["label_raw"] = parse_label_sets(frames[split]["label_raw"], path, cfg.label_column,
+                                                          cfg.label_delimiter, raw.attrs.get("lines"))
         files[split] = str(path)
     label_names, label_source = _label_names(cfg, frames["train"])
     for split, frame in frames.items():
-        frame["label"] = encode_labels(frame["label_raw"], label_names)
+        if cfg.multi_label:
+            frame["label_set"], frame["label"] = encode_label_sets(frame["label_raw"], label_names, files[split],
+                                                                   cfg.label_column, label_source)
+            frame["label_raw"] = frame["label_raw"].map(list)  # raw names, for messages and records
+        else:
+            frame["label"] = encode_labels(frame["label_raw"], label_names)
     name = Path(cfg.train_file).stem
     task = "pair_classification" if cfg.text_pair_column else "classification"
     return TextDataset(
@@ -458,6 +533,7 @@ def load_files(cfg: DataConfig) -> TextDataset:
         files=files,
         notes=[f"label names from {label_source}"],
         label_source=label_source,
+        multi_label=cfg.multi_label,
     )
 
 
@@ -473,7 +549,10 @@ def _label_names(cfg: DataConfig, train: pd.DataFrame) -> tuple[list[str], str]:
         names = read_labels_file(beside)
         log.info("labels: taken from %s (%d names)", beside, len(names))
         return names, str(beside)
-    names = infer_label_names(train["label_raw"])
+    if cfg.multi_label:  # label sets: the distinct names in them, sorted
+        names = sorted({name for labels in train["label_raw"] for name in labels})
+    else:
+        names = infer_label_names(train["label_raw"])
     if not names:
         raise DataError(f"{cfg.train_file}: column '{cfg.label_column}' has no labels (all empty)")
     return names, f"the distinct values of '{cfg.label_column}' in {cfg.train_file}"

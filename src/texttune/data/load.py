@@ -101,6 +101,8 @@ def check_trainable(ds: TextDataset, cfg: DataConfig) -> None:
                             f"{cfg.checks.policy}); texttune data check shows what they found")
     train = ds.splits["train"]
     labels = train["label"].to_numpy()
+    if ds.multi_label:  # every label present in some training row: label_set, not the stratification key
+        labels = np.asarray(sorted({i for labels in train["label_set"] for i in labels}), dtype=np.int64)
     present = np.unique(labels[labels >= 0])  # missing/unknown (< 0) stopped or dropped by the checks
     where, subset = ds.where("train"), _subset_note(ds, cfg)
     if len(present) == 1:

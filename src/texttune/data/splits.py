@@ -119,5 +119,5 @@ def _replace(
     return TextDataset(
         name=ds.name, splits=splits, label_names=ds.label_names, task=ds.task,
         provenance=provenance, files=dict(files if files is not None else ds.files),
-        notes=list(ds.notes), label_source=ds.label_source,
+        notes=list(ds.notes), label_source=ds.label_source, multi_label=ds.multi_label,
     )

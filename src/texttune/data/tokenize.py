@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from texttune.errors import TexttuneError
+
 TOKENIZE_CHUNK = 2048  # texts per tokenizer call: the fast tokenizer parallelises inside a call
 
 
@@ -26,7 +28,7 @@ def cache_dir() -> Path:
 def frame_fingerprint(df: pd.DataFrame) -> str:
     """A hash of a split's content (texts, pairs, labels, row order)."""
     digest = hashlib.sha256()
-    for column in ("text", "text_pair", "label"):
+    for column in ("text", "text_pair", "label", "label_set"):
         if column in df.columns:
             values = pd.util.hash_pandas_object(df[column], index=False).to_numpy()
             digest.update(column.encode())
@@ -50,25 +52,35 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 @dataclass
 class Encoded:
-    """A tokenized split: flat token ids with offsets; labels; the source row ids."""
+    """A tokenized split: flat token ids with offsets; labels; the source row ids.
+
+    Windowed (``model.long_text.mode windows``): ``offsets`` delimit W windows and ``windows`` says
+    which belong to each of the N documents; everything else (``len``, ``labels``, ``rows``,
+    ``lengths``, batch indices) stays per document, so batches, shards and metrics are of documents."""
 
     ids: np.ndarray  # (total_tokens,) int32
     type_ids: np.ndarray | None  # (total_tokens,) int8, for sentence pairs
-    offsets: np.ndarray  # (N + 1,) int64
-    labels: np.ndarray  # (N,) int64
+    offsets: np.ndarray  # (N + 1,) int64, or (W + 1,) when windowed
+    labels: np.ndarray  # (N,) int64; multi-label: (N, C) float32 0/1 indicators
     rows: np.ndarray  # (N,) int64 source row numbers
+    windows: np.ndarray | None = None  # (N + 1,) int64: document d owns windows windows[d]:windows[d + 1]
 
     def __len__(self) -> int:
         return len(self.labels)
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        """Tokens per document (all its windows': what a token budget counts)."""
+        if self.windows is None:
+            return np.diff(self.offsets)
+        return self.offsets[self.windows[1:]] - self.offsets[self.windows[:-1]]
 
     def save(self, path: Path) -> None:
         arrays = {"ids": self.ids, "offsets": self.offsets, "labels": self.labels, "rows": self.rows}
         if self.type_ids is not None:
             arrays["type_ids"] = self.type_ids
+        if self.windows is not None:
+            arrays["windows"] = self.windows
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(tmp, **arrays)
@@ -80,10 +92,16 @@ class Encoded:
             return cls(
                 ids=data["ids"], type_ids=data["type_ids"] if "type_ids" in data else None,
                 offsets=data["offsets"], labels=data["labels"], rows=data["rows"],
+                windows=data["windows"] if "windows" in data else None,
             )
 
 
-def encode_frame(df: pd.DataFrame, tokenizer, max_length: int) -> Encoded:
+def encode_frame(df: pd.DataFrame, tokenizer, max_length: int, num_labels: int = 0, stride: int | None = None,
+                 max_windows: int | None = None) -> Encoded:
+    """Token ids of a split, truncated to ``max_length``; with ``stride`` (``model.long_text.mode
+    windows``) every text in overlapping windows of ``max_length`` tokens instead (``encode_windows``)."""
+    if stride is not None:
+        return encode_windows(df, tokenizer, max_length, stride, max_windows, num_labels)
     texts = df["text"].tolist()
     pairs = df["text_pair"].tolist() if "text_pair" in df.columns else None
     ids: list[list[int]] = []
@@ -105,27 +123,88 @@ def encode_frame(df: pd.DataFrame, tokenizer, max_length: int) -> Encoded:
         if pairs is not None else None
     )
     labels = df["label"].to_numpy(dtype=np.int64) if "label" in df.columns else np.zeros(len(df), np.int64)
+    if "label_set" in df.columns:  # multi-label: the sets as an indicator matrix
+        labels = label_indicators(df["label_set"], num_labels)
     return Encoded(flat, flat_types, offsets, labels, df.index.to_numpy(dtype=np.int64))
 
 
-def encode_cached(df: pd.DataFrame, tokenizer, max_length: int, use_cache: bool = True) -> tuple[Encoded, bool]:
-    """Tokenize a split, or load it from the cache. Returns (encoded, was_cached)."""
-    key = f"{frame_fingerprint(df)}-{tokenizer_fingerprint(tokenizer)}-{max_length}"
+def label_indicators(sets, num_labels: int) -> np.ndarray:
+    """Label sets (tuples of indices) as a (N, C) float32 0/1 matrix: the BCE targets."""
+    out = np.zeros((len(sets), num_labels), dtype=np.float32)
+    for row, labels in enumerate(sets):
+        out[row, list(labels)] = 1.0
+    return out
+
+
+def check_window_stride(tokenizer, max_length: int, stride: int) -> None:
+    """The tokenizer panics (a Rust panic, not an exception) unless each window's text part,
+    max_length less its special tokens, is longer than the overlap."""
+    room = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    if stride >= room:
+        raise TexttuneError(f"model.long_text.stride {stride} must be less than {room}: model.max_length "
+                            f"{max_length} less the tokenizer's {max_length - room} special tokens per window")
+
+
+def encode_windows(df: pd.DataFrame, tokenizer, max_length: int, stride: int, max_windows: int | None = None,
+                   num_labels: int = 0) -> Encoded:
+    """Every text as windows of at most ``max_length`` tokens (special tokens included), each sharing
+    ``stride`` text tokens with the previous one (the fast tokenizer's overflowing tokens); a text
+    that fits is one window, the same ids as truncation. ``max_windows`` keeps the first ones."""
+    if "text_pair" in df.columns:
+        raise TexttuneError("model.long_text.mode windows: the data has sentence pairs (text_pair); windows "
+                            "read single texts only, use model.long_text.mode truncate")
+    check_window_stride(tokenizer, max_length, stride)
+    texts = df["text"].tolist()
+    ids: list[list[int]] = []
+    counts = np.zeros(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        out = tokenizer(texts[start : start + TOKENIZE_CHUNK], truncation=True, max_length=max_length,
+                        stride=stride, return_overflowing_tokens=True, return_attention_mask=False,
+                        return_token_type_ids=False)
+        for seq, owner in zip(out["input_ids"], out["overflow_to_sample_mapping"]):
+            if max_windows is None or counts[start + owner] < max_windows:
+                ids.append(seq)
+                counts[start + owner] += 1
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    flat = np.fromiter((t for seq in ids for t in seq), dtype=np.int32, count=int(offsets[-1]))
+    labels = df["label"].to_numpy(dtype=np.int64) if "label" in df.columns else np.zeros(len(df), np.int64)
+    if "label_set" in df.columns:  # multi-label, as encode_frame
+        labels = label_indicators(df["label_set"], num_labels)
+    windows = np.concatenate([[0], np.cumsum(counts)])
+    return Encoded(flat, None, offsets, labels, df.index.to_numpy(dtype=np.int64), windows)
+
+
+def encode_cached(df: pd.DataFrame, tokenizer, max_length: int, use_cache: bool = True,
+                  num_labels: int = 0, stride: int | None = None,
+                  max_windows: int | None = None) -> tuple[Encoded, bool]:
+    """Tokenize a split, or load it from the cache. Returns (encoded, was_cached). ``num_labels``: the
+    width of a multi-label split's indicator matrix (its ``label_set`` column)."""
+    width = f"-ml{num_labels}" if "label_set" in df.columns else ""
+    key = f"{frame_fingerprint(df)}-{tokenizer_fingerprint(tokenizer)}-{max_length}{width}"
+    if stride is not None:  # model.long_text.mode windows
+        key += f"-windows{stride}-{max_windows or 'all'}"
     path = cache_dir() / f"{key}.npz"
     if use_cache and path.is_file():
         try:
             return Encoded.load(path), True
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt below
-    encoded = encode_frame(df, tokenizer, max_length)
+    encoded = encode_frame(df, tokenizer, max_length, num_labels, stride, max_windows)
     if use_cache:
         encoded.save(path)
     return encoded, False
 
 
 def collate(encoded: Encoded, indices: np.ndarray | list[int], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad one batch to its own longest example (dynamic padding)."""
-    starts, ends = encoded.offsets[indices], encoded.offsets[np.asarray(indices) + 1]
+    """Pad one batch to its own longest example (dynamic padding). Windowed data: the documents'
+    windows in order, one row each, with ``windows`` (B,) saying how many rows each document has
+    (``models.long_text.document_logits`` pools them); ``labels`` stay one per document."""
+    sequences = indices
+    if encoded.windows is not None:
+        first, last = encoded.windows[indices], encoded.windows[np.asarray(indices) + 1]
+        sequences = np.concatenate([np.arange(a, b) for a, b in zip(first, last)])
+    starts, ends = encoded.offsets[sequences], encoded.offsets[np.asarray(sequences) + 1]
     width = int((ends - starts).max())
     ids = np.full((len(starts), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(starts), width), dtype=np.int64)
@@ -143,6 +222,8 @@ def collate(encoded: Encoded, indices: np.ndarray | list[int], pad_id: int) -> d
     }
     if types is not None:
         batch["token_type_ids"] = torch.from_numpy(types)
+    if encoded.windows is not None:
+        batch["windows"] = torch.from_numpy(last - first)
     return batch
 
 

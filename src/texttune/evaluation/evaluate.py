@@ -11,6 +11,7 @@ import torch
 
 from texttune.data.tokenize import Encoded, collate, eval_batches
 from texttune.evaluation.metrics import MetricAccumulator
+from texttune.models.long_text import document_logits
 
 
 def map_sharded(compute: Callable[[Any], Any], items: Iterable[Any], accelerator=None) -> Iterator[Any]:
@@ -30,9 +31,10 @@ def map_sharded(compute: Callable[[Any], Any], items: Iterable[Any], accelerator
 
 
 def iter_logits(model, data: Encoded, pad_id: int, batch_size: int, device: torch.device, autocast=None,
-                accelerator=None, batch_tokens: int | None = None):
+                accelerator=None, batch_tokens: int | None = None, window_pool: str = "mean"):
     """Yield (indices, logits (B, C) float32 on CPU) over ``data`` in length-sorted batches (of
-    ``batch_size`` examples, or of ``batch_tokens`` padded tokens).
+    ``batch_size`` examples, or of ``batch_tokens`` padded tokens); one row per document, a windowed
+    document's windows pooled by ``window_pool`` (``model.long_text.pool``).
 
     The batches and their order are those of one process whatever the process count
     (``map_sharded``), so metrics are those of a 1-process evaluation."""
@@ -41,7 +43,7 @@ def iter_logits(model, data: Encoded, pad_id: int, batch_size: int, device: torc
         batch.pop("labels")
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast() if autocast is not None else nullcontext():
-            return indices, model(**batch).logits.float().cpu()
+            return indices, document_logits(model, batch, window_pool).float().cpu()
 
     model.eval()
     with torch.inference_mode():
@@ -68,6 +70,7 @@ def evaluate(
     collect_logits: bool = False,
     temperature: float | None = None,
     batch_tokens: int | None = None,
+    window_pool: str = "mean",
 ) -> tuple[dict[str, Any], torch.Tensor | None]:
     """Metrics of ``model`` on ``data`` in one pass; memory stays constant in the number of examples
     unless ``collect_logits`` (used to fit temperature scaling on validation) asks for the (N, C)
@@ -81,7 +84,7 @@ def evaluate(
     scaled = MetricAccumulator(len(label_names), label_names) if temperature is not None else None
     collected = torch.empty((len(data), len(label_names))) if collect_logits else None
     for indices, logits in iter_logits(model, data, pad_id, batch_size, device, autocast, accelerator,
-                                       batch_tokens):
+                                       batch_tokens, window_pool):
         labels = torch.tensor(data.labels[indices])
         raw.update(logits, labels, ids=data.rows[indices].tolist())
         if scaled is not None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from texttune.config import Section
 from texttune.errors import TexttuneError
 from texttune.models.heads import HeadConfig
+from texttune.models.long_text import LongTextConfig, check_stride
 from texttune.models.registry import MODEL_BUILDERS, MODEL_CONFIGS
 
 
@@ -29,7 +30,9 @@ class PretrainedModelConfig(Section):
         "cls", description="How token vectors become one vector: [CLS], or mean/max over real tokens."
     )
     head: HeadConfig = Field(default_factory=HeadConfig)
-    max_length: int = Field(128, gt=0, description="Longer inputs are truncated to this many tokens.")
+    max_length: int = Field(128, gt=0, description="Longer inputs are truncated to this many tokens "
+                            "(or, with long_text.mode windows, read in windows of this many).")
+    long_text: LongTextConfig = Field(default_factory=LongTextConfig)
     attn_implementation: Literal["sdpa", "eager"] = Field(
         "sdpa", description="Attention kernel: PyTorch's fused scaled-dot-product attention, or eager."
     )
@@ -42,6 +45,11 @@ class PretrainedModelConfig(Section):
     hidden_dropout: Optional[float] = Field(
         None, ge=0, lt=1, description="Dropout on the encoder's hidden states; unset: the checkpoint's own."
     )
+
+    @field_validator("long_text")
+    @classmethod
+    def _stride_fits(cls, value: LongTextConfig, info: ValidationInfo) -> LongTextConfig:
+        return check_stride(value, info.data.get("max_length", value.stride + 1))
 
 
 MODEL_CONFIGS.add("pretrained", PretrainedModelConfig, config=PretrainedModelConfig)

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from texttune.config import Section
 from texttune.models.heads import HeadConfig
+from texttune.models.long_text import LongTextConfig, check_stride
 from texttune.models.registry import MODEL_BUILDERS, MODEL_CONFIGS
 
 # Keys of a model config that are not encoder hyper-parameters.
-SHARED_KEYS = {"name", "tokenizer", "vocab", "glove", "freeze_embedding", "max_length", "head", "pooling"}
+SHARED_KEYS = {"name", "tokenizer", "vocab", "glove", "freeze_embedding", "max_length", "long_text", "head",
+               "pooling"}
 
 
 class VocabConfig(Section):
@@ -47,8 +49,15 @@ class ScratchModelConfig(Section):
     vocab: VocabConfig = Field(default_factory=VocabConfig)
     glove: bool = Field(False, description="Initialise the word embedding with GloVe 6B 50d (embedding_dim 50).")
     freeze_embedding: bool = Field(False, description="Keep the (GloVe) embedding fixed during training.")
-    max_length: int = Field(256, gt=0, description="Longer texts are truncated to this many tokens.")
+    max_length: int = Field(256, gt=0, description="Longer texts are truncated to this many tokens "
+                            "(or, with long_text.mode windows, read in windows of this many).")
+    long_text: LongTextConfig = Field(default_factory=LongTextConfig)
     head: HeadConfig = Field(default_factory=HeadConfig)
+
+    @field_validator("long_text")
+    @classmethod
+    def _stride_fits(cls, value: LongTextConfig, info: ValidationInfo) -> LongTextConfig:
+        return check_stride(value, info.data.get("max_length", value.stride + 1))
 
     def encoder_dict(self, vocab_size: int, pad_id: int) -> dict[str, Any]:
         data = {k: v for k, v in self.model_dump().items() if k not in SHARED_KEYS}

@@ -48,6 +48,8 @@ def _correct(run: Path) -> np.ndarray | None:
     if not path.is_file():
         return None
     record = _json(path)
+    if "correct" in record:  # multi-label: the exact set match per row
+        return np.asarray(record["correct"], dtype=bool)
     return np.asarray(record["predicted"]) == np.asarray(record["labels"])
 
 

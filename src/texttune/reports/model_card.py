@@ -108,6 +108,10 @@ def _metrics(run: dict[str, Any], labels: list[str]) -> str:
 def _intervals(predictions: dict[str, Any], num_labels: int) -> list[str]:
     if not predictions.get("labels"):
         return ["No per-example test predictions were recorded: no confidence intervals.", ""]
+    if "correct" in predictions:  # multi-label: an interval for the exact set match only
+        acc = bootstrap_ci(np.asarray(predictions["correct"], dtype=bool))
+        return [f"95% bootstrap interval over the {len(predictions['correct'])} test examples ({RESAMPLES} "
+                f"resamples): subset accuracy [{acc[0]:.4f}, {acc[1]:.4f}] at the fitted thresholds.", ""]
     labels, predicted = np.asarray(predictions["labels"]), np.asarray(predictions["predicted"])
     acc = bootstrap_ci(predicted == labels)
     f1 = bootstrap_f1_macro_ci(labels, predicted, num_labels)

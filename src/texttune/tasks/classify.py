@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import Field, ValidationError, create_model
 from torch import nn
@@ -28,6 +29,7 @@ from texttune.data.tokenize import Encoded, collate, encode_cached, frame_finger
 from texttune.errors import TexttuneError
 from texttune.io import atomic_write_json
 from texttune.models.classic import is_classic
+from texttune.models.long_text import LongTextConfig, document_logits, record_windows, windows_of
 from texttune.models.registry import MODEL_CONFIGS, build_model
 from texttune.strategies import STRATEGY_CONFIGS
 
@@ -136,8 +138,10 @@ class ClassificationObjective:
     classification metrics of ``evaluation.evaluate``."""
 
     def __init__(self, label_names: list[str], weights: torch.Tensor | None = None,
-                 label_smoothing: float = 0.0, eval_batch_tokens: int | None = None) -> None:
+                 label_smoothing: float = 0.0, eval_batch_tokens: int | None = None,
+                 window_pool: str = "mean") -> None:
         self.label_names = label_names
+        self.window_pool = window_pool  # model.long_text.pool: a document's loss is on its pooled windows
         self.eval_batch_tokens = eval_batch_tokens  # train.eval_batch_tokens: batches by padded tokens
         self.loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
 
@@ -147,7 +151,7 @@ class ClassificationObjective:
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], accelerator) -> torch.Tensor:
         labels = batch.pop("labels")
         with accelerator.autocast():
-            logits = model(**batch).logits
+            logits = document_logits(model, batch, self.window_pool)  # (B, C): one row per document
         if self.loss_fn.weight is not None and self.loss_fn.weight.device != logits.device:
             self.loss_fn.to(logits.device)
         return self.loss_fn(logits.float(), labels)
@@ -156,8 +160,61 @@ class ClassificationObjective:
         from texttune.evaluation.evaluate import evaluate
 
         metrics, _ = evaluate(model, data, self.label_names, pad_id, batch_size, accelerator,
-                              batch_tokens=self.eval_batch_tokens)
+                              batch_tokens=self.eval_batch_tokens, window_pool=self.window_pool)
         return metrics
+
+
+def pos_weight_tensor(cfg: TrainConfig, targets: np.ndarray) -> torch.Tensor | None:
+    """Multi-label ``train.class_weights`` as BCE's ``pos_weight``: auto is negatives / positives per
+    label in train (a label in 1 row of 10 weighs its positives 9×); a list gives them directly."""
+    if cfg.class_weights is None:
+        return None
+    num_labels = targets.shape[1]
+    if cfg.class_weights == "auto":
+        positives = targets.sum(axis=0).astype(np.float64)
+        weights = (len(targets) - positives) / np.maximum(positives, 1.0)
+        return torch.tensor(np.maximum(weights, 1e-3), dtype=torch.float32)  # a label in every row: ~0, not 0
+    if len(cfg.class_weights) != num_labels:
+        raise TexttuneError(f"train.class_weights has {len(cfg.class_weights)} values for {num_labels} labels")
+    return torch.tensor(cfg.class_weights, dtype=torch.float32)
+
+
+class MultiLabelObjective(ClassificationObjective):
+    """Multi-label classification: one sigmoid per label, binary cross-entropy on the (B, C) 0/1
+    targets (``pos_weight`` from ``train.class_weights``), metrics of ``evaluation.multilabel`` at 0.5.
+    Label smoothing does not apply (it is a softmax notion)."""
+
+    def __init__(self, label_names: list[str], pos_weight: torch.Tensor | None = None,
+                 eval_batch_tokens: int | None = None) -> None:
+        self.label_names = label_names
+        self.eval_batch_tokens = eval_batch_tokens
+        self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], accelerator) -> torch.Tensor:
+        targets = batch.pop("labels")  # (B, C) float 0/1
+        with accelerator.autocast():
+            logits = model(**batch).logits  # (B, C)
+        if self.loss_fn.pos_weight is not None and self.loss_fn.pos_weight.device != logits.device:
+            self.loss_fn.to(logits.device)
+        return self.loss_fn(logits.float(), targets.float())
+
+    def evaluate(self, model: nn.Module, data: Encoded, pad_id: int, batch_size: int, accelerator) -> dict[str, Any]:
+        from texttune.evaluation.multilabel import collect_scores, multilabel_metrics
+
+        scores = collect_scores(model, data, pad_id, batch_size, accelerator, self.eval_batch_tokens)
+        metrics = multilabel_metrics(data.labels, scores, self.label_names)
+        metrics.pop("per_class")  # the per-eval record stays one line of scores
+        return metrics
+
+
+def objective_for(config: ExperimentBase, ds: TextDataset, train: Encoded) -> ClassificationObjective:
+    """The loop's objective: softmax cross-entropy, or sigmoid BCE for ``data.multi_label``."""
+    if ds.multi_label:
+        return MultiLabelObjective(ds.label_names, pos_weight_tensor(config.train, train.labels),
+                                   config.train.eval_batch_tokens)
+    weights = class_weight_tensor(config.train, train.labels, len(ds.label_names))
+    return ClassificationObjective(ds.label_names, weights, config.train.label_smoothing,
+                                   config.train.eval_batch_tokens, _pool_of(windows_of(config.model)))
 
 
 # --------------------------------------------------------------------------- phases
@@ -197,13 +254,15 @@ def _write_data_record(ds: TextDataset, report, dropped: dict[str, Any], run_dir
     for name in ds.split_names():
         df = ds.splits[name]
         counts = df["label"].value_counts()
+        if ds.multi_label:  # rows holding each label
+            counts = pd.Series([i for labels in df["label_set"] for i in labels], dtype="int64").value_counts()
         splits[name] = {
             "rows": len(df), "provenance": ds.provenance.get(name, ""), "file": ds.files.get(name, ""),
             "fingerprint": frame_fingerprint(df), "dropped": dropped.get(name, {}).get("total", 0),
             "classes": {label: int(counts.get(i, 0)) for i, label in enumerate(ds.label_names or [])},
         }
     atomic_write_json(run_dir / runs.DATA, {
-        "name": ds.name, "task": ds.task, "labels": ds.label_names, "notes": ds.notes, "caveats": caveats,
+        "name": ds.name, "task": ds.task, "multi_label": ds.multi_label, "labels": ds.label_names, "notes": ds.notes, "caveats": caveats,
         "splits": splits, "fingerprint": frame_fingerprint_all(splits),
     })
 
@@ -226,6 +285,7 @@ def build(config: ExperimentBase, ds: TextDataset):
                                           config.model.max_length)
     else:
         model, tokenizer = build_model(config.model, ds.label_names, train_texts=ds.splits["train"]["text"])
+    record_windows(model.config, windows_of(config.model))  # a loaded model reads long texts as trained
     model = apply_strategy(model, config.strategy)
     if not any(p.requires_grad for p in model.head.parameters()):
         raise TexttuneError(f"strategy '{config.strategy.name}' froze the head: nothing would learn the labels")
@@ -245,28 +305,38 @@ def _building(config: ExperimentBase, train_rows: int) -> str:
     return f"{what}{strategy} ..."
 
 
-def tokenize(ds: TextDataset, tokenizer, max_length: int) -> tuple[dict[str, Encoded], dict[str, Any]]:
+def tokenize(ds: TextDataset, tokenizer, max_length: int,
+             long_text: LongTextConfig | None = None) -> tuple[dict[str, Encoded], dict[str, Any]]:
+    """Every split's token ids; with ``long_text`` (windows) each text in overlapping windows."""
     import time
 
     rows = sum(len(ds.splits[split]) for split in ds.split_names())
-    say(f"tokenizing {rows:,} texts (max_length {max_length}) ...")
+    windows = f", windows of stride {long_text.stride}" if long_text is not None else ""
+    say(f"tokenizing {rows:,} texts (max_length {max_length}{windows}) ...")
+    window_args = {"stride": long_text.stride, "max_windows": long_text.max_windows} if long_text else {}
     encoded, stats = {}, {}
     for split in ds.split_names():
         tic = time.perf_counter()
-        encoded[split], cached = encode_cached(ds.splits[split], tokenizer, max_length)
+        encoded[split], cached = encode_cached(ds.splits[split], tokenizer, max_length, num_labels=ds.num_labels,
+                                               **window_args)
         stats[split] = {"seconds": round(time.perf_counter() - tic, 3), "cached": cached,
                         "tokens": int(encoded[split].offsets[-1]),
                         "truncated": int((encoded[split].lengths >= max_length).sum())}
+        if long_text is not None:  # "truncated" then counts documents longer than one window
+            stats[split]["windows"] = int(encoded[split].windows[-1])
     return encoded, stats
 
 
-def final_evaluation(trainer, encoded: dict[str, Encoded], ds: TextDataset, calibrate: bool) -> dict[str, Any]:
-    """Validation (and its fitted temperature), then test, both on the restored best model."""
+def final_evaluation(trainer, encoded: dict[str, Encoded], ds: TextDataset, calibrate: bool,
+                     window_pool: str = "mean") -> dict[str, Any]:
+    """Validation (and its fitted temperature), then test, both on the restored best model; per
+    document (``window_pool`` pools a windowed document's logits)."""
     from texttune.evaluation.calibration import fit_temperature
     from texttune.evaluation.evaluate import calibrated_from_logits, evaluate
 
     args = dict(label_names=ds.label_names, pad_id=trainer.pad_id, batch_size=trainer.cfg.eval_batch_size,
-                batch_tokens=trainer.cfg.eval_batch_tokens, accelerator=trainer.accelerator)
+                batch_tokens=trainer.cfg.eval_batch_tokens, accelerator=trainer.accelerator,
+                window_pool=window_pool)
     out: dict[str, Any] = {}
     validation, logits = evaluate(trainer.model, encoded["validation"], keep_worst=10, collect_logits=calibrate, **args)
     validation["worst"] = _worst_with_text(validation["worst"], ds.splits["validation"])
@@ -297,13 +367,19 @@ def _worst_with_text(worst: list[dict[str, Any]], frame) -> list[dict[str, Any]]
     return out
 
 
-def save(model, tokenizer, run_dir: Path, temperature: float | None) -> float:
+def save(model, tokenizer, run_dir: Path, temperature: float | None,
+         thresholds: dict[str, float] | None = None) -> float:
     """The model in Hugging Face format (safetensors + tokenizer + id2label; only the trained tensors
-    when the frozen ones come back from a base, see models/saving.py); returns its size in MB."""
+    when the frozen ones come back from a base, see models/saving.py); returns its size in MB.
+    A multi-label model carries ``problem_type`` (so a stock *ForSequenceClassification export trains
+    with BCE) and its fitted per-label thresholds (predict applies them)."""
     from texttune.models.saving import save_classifier
 
     # Not "temperature": transformers reads that name as a text-generation setting.
     model.config.texttune_temperature = temperature
+    if thresholds is not None:
+        model.config.problem_type = "multi_label_classification"
+        model.config.texttune_thresholds = thresholds
     target = runs.save_model_folder(run_dir, lambda folder: save_classifier(model, tokenizer, folder))
     return runs.folder_size_mb(target)
 
@@ -316,7 +392,8 @@ def report(run_dir: Path) -> None:
     plot_learning_curves(run.records, run_dir / runs.LEARNING_CURVES)
     split = "test" if "test" in run.metrics else "validation"
     labels = list(run.metrics[split]["per_class"])
-    plot_confusion_matrix(run.metrics[split]["confusion_matrix"], labels, run_dir / runs.CONFUSION_MATRIX)
+    if "confusion_matrix" in run.metrics[split]:  # multi-label runs have none (one yes/no per label)
+        plot_confusion_matrix(run.metrics[split]["confusion_matrix"], labels, run_dir / runs.CONFUSION_MATRIX)
     render_report(run_dir)
 
 
@@ -328,6 +405,13 @@ def check_classic(config: ExperimentBase) -> None:
     if config.init_from is not None:
         raise TexttuneError(f"init_from: model.name {config.model.name} is a classic baseline fitted from "
                             "scratch; it cannot start from a previous run")
+    if config.data.multi_label:
+        raise TexttuneError(f"data.multi_label: model.name {config.model.name} is a single-label classic baseline; "
+                            "train a neural model (e.g. model.name=cnn or pretrained) for label sets")
+
+
+def _pool_of(long_text: LongTextConfig | None) -> str:
+    return long_text.pool if long_text is not None else "mean"
 
 
 def _check_labels_match(run_dir: Path, ds: TextDataset) -> None:
@@ -366,10 +450,12 @@ class Classify:
             model, _ = build_model(config.model, ds.label_names)
             return runs.Prepared(model, None, None, None, None, extras={"ds": ds, "tokenization": None})
         model, tokenizer = build(config, ds)
-        encoded, token_stats = tokenize(ds, tokenizer, config.model.max_length)
-        weights = class_weight_tensor(config.train, encoded["train"].labels, len(ds.label_names))
-        objective = ClassificationObjective(ds.label_names, weights, config.train.label_smoothing,
-                                            config.train.eval_batch_tokens)
+        long_text = windows_of(config.model)
+        if long_text is not None and ds.multi_label:
+            raise TexttuneError("model.long_text.mode windows: multi-label data (data.multi_label) is not "
+                                "supported with windows yet; use model.long_text.mode truncate")
+        encoded, token_stats = tokenize(ds, tokenizer, config.model.max_length, long_text)
+        objective = objective_for(config, ds, encoded["train"])
         return runs.Prepared(model, tokenizer, encoded["train"], encoded.get("validation"), objective,
                              pad_id=tokenizer.pad_token_id or 0, head_lr=config.strategy.head_lr,
                              extras={"ds": ds, "encoded": encoded, "tokenization": token_stats})
@@ -389,7 +475,10 @@ class Classify:
         from texttune.models.saving import saves_trained_only
 
         ds, encoded = prepared.extras["ds"], prepared.extras["encoded"]
-        metrics = final_evaluation(trainer, encoded, ds, config.train.calibrate)
+        if ds.multi_label:
+            return self._finish_multilabel(prepared, trainer, run_dir)
+        metrics = final_evaluation(trainer, encoded, ds, config.train.calibrate,
+                                   _pool_of(windows_of(config.model)))
         test_logits = metrics.pop("_test_logits", None)
         model = trainer.accelerator.unwrap_model(trainer.model)
         if trainer.accelerator.is_main_process:
@@ -403,8 +492,59 @@ class Classify:
         prepared.extras.pop("ds"), prepared.extras.pop("encoded")  # the result keeps no data
         return metrics
 
+    def _finish_multilabel(self, prepared: runs.Prepared, trainer, run_dir: Path) -> dict[str, Any]:
+        from texttune.models.saving import saves_trained_only
+
+        ds, encoded = prepared.extras.pop("ds"), prepared.extras.pop("encoded")  # the result keeps no data
+        metrics, test_scores = final_evaluation_multilabel(trainer, encoded, ds)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if trainer.accelerator.is_main_process:
+            if test_scores is not None:
+                write_multilabel_predictions(run_dir, encoded["test"], test_scores, ds.label_names,
+                                             metrics["validation"]["thresholds"])
+            metrics["checkpoint_size_mb"] = save(model, prepared.tokenizer, run_dir, None,
+                                                 metrics["validation"]["thresholds"])
+        metrics["checkpoint"] = "trained tensors + base reference" if saves_trained_only(model) else "whole model"
+        metrics["tokenization"] = prepared.extras["tokenization"]
+        return metrics
+
     def report(self, run_dir: Path) -> None:
         report(run_dir)
+
+
+def final_evaluation_multilabel(trainer, encoded: dict[str, Encoded], ds: TextDataset):
+    """Validation scores → per-label thresholds (max F1 each), then validation and test metrics at 0.5
+    and at those thresholds, on the restored best model. Temperature scaling is skipped: the fitted
+    thresholds are the calibration a multi-label decision needs. (-> metrics, test scores or None)"""
+    from texttune.evaluation.multilabel import collect_scores, fit_thresholds, multilabel_metrics
+
+    args = dict(pad_id=trainer.pad_id, batch_size=trainer.cfg.eval_batch_size, accelerator=trainer.accelerator,
+                batch_tokens=trainer.cfg.eval_batch_tokens)
+    scores = collect_scores(trainer.model, encoded["validation"], **args)
+    thresholds = fit_thresholds(encoded["validation"].labels, scores)
+    out: dict[str, Any] = {"temperature": None, "validation": multilabel_metrics(
+        encoded["validation"].labels, scores, ds.label_names, thresholds)}
+    test_scores = None
+    if "test" in encoded and len(encoded["test"]):
+        test_scores = collect_scores(trainer.model, encoded["test"], **args)
+        out["test"] = multilabel_metrics(encoded["test"].labels, test_scores, ds.label_names, thresholds)
+    out["thresholds"] = out["validation"]["thresholds"]
+    return out, test_scores
+
+
+def write_multilabel_predictions(run_dir: Path, test: Encoded, scores: np.ndarray, label_names: list[str],
+                                 thresholds: dict[str, float]) -> None:
+    """test_predictions.json of a multi-label run: per row its label set, the predicted set at the
+    fitted thresholds and the scores; ``correct`` (exact set match) is what paired tests compare."""
+    from texttune.evaluation.multilabel import predicted_sets
+
+    cut = np.asarray([thresholds[name] for name in label_names])
+    labels = [np.flatnonzero(row > 0.5).tolist() for row in test.labels]
+    predicted = predicted_sets(scores, cut)
+    atomic_write_json(run_dir / runs.TEST_PREDICTIONS, {
+        "multi_label": True, "label_names": label_names, "rows": test.rows.tolist(), "labels": labels,
+        "predicted": predicted, "scores": np.round(scores, 6).tolist(),
+        "correct": [a == b for a, b in zip(labels, predicted)]})
 
 
 CLASSIFY = runs.register_task(Classify())
