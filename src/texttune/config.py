@@ -49,6 +49,38 @@ class DataChecksConfig(Section):
     )
 
 
+class FewShotConfig(Section):
+    per_class: int = Field(..., gt=0, description="Training examples kept per class (8, 16, 64, ...); a class "
+                           "with fewer keeps all of them, and the run says so.")
+    seed: int | None = Field(None, description="Seed of the sample; default data.split_seed.")
+
+
+class CVConfig(Section):
+    """``data.cv``: k-fold cross-validation over data without an official test split (docs/design.md
+    "k-fold (issue 20)")."""
+
+    folds: int = Field(10, ge=2, description="Number of stratified folds the labelled data is cut into.")
+    fold: int | None = Field(
+        None, ge=0,
+        description="The fold that is the test split (0..folds-1); texttune run needs it, compare without "
+        "it runs every fold.",
+    )
+    seed: int | None = Field(None, description="Seed of the folds; default: data.split_seed.")
+    group_duplicates: bool = Field(
+        False,
+        description="Keep every copy of a text (after normalising case, whitespace and punctuation) in one "
+        "fold (StratifiedGroupKFold), so no test text is also a training text.",
+    )
+
+    @field_validator("fold")
+    @classmethod
+    def _fold_in_range(cls, fold: int | None, info) -> int | None:
+        folds = info.data.get("folds")
+        if fold is not None and folds is not None and fold >= folds:
+            raise ValueError(f"fold {fold} is not one of the {folds} folds (0..{folds - 1})")
+        return fold
+
+
 class DataConfig(Section):
     dataset: str | None = Field(
         "trec",
@@ -110,6 +142,10 @@ class DataConfig(Section):
     )
     max_validation_samples: int | None = Field(None, gt=0, description="Stratified subset of validation.")
     max_test_samples: int | None = Field(None, gt=0, description="Stratified subset of test.")
+    few_shot: FewShotConfig | None = Field(
+        None, description="Few-shot training: sample the train split (after carving validation and test) to "
+        "per_class examples per class, seeded; data.json records the sample.",
+    )
     clean_text: bool = Field(
         False,
         description="Repair HTML-entity remnants (&amp;, &lt;b&gt;, &#39; and AG News' ' #39;' that lost its &) "
@@ -122,6 +158,12 @@ class DataConfig(Section):
         "(more labels than rows / this): a label column that is really an id or free text. 0 turns it off.",
     )
     checks: DataChecksConfig = Field(default_factory=DataChecksConfig)
+    cv: CVConfig | None = Field(
+        None,
+        description="k-fold cross-validation for data without a test split: fold data.cv.fold of data.cv.folds "
+        "stratified folds (over train, and validation when the data has one) is the test split, validation is "
+        "carved from the other folds as usual.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -141,6 +183,11 @@ class DataConfig(Section):
             raise ValueError("data.label_delimiter splits label sets: set data.multi_label: true as well")
         if self.multi_label and self.train_file is None:
             raise ValueError("data.multi_label reads label sets from your files: set data.train_file")
+        if self.cv is not None:
+            for key in ("test_file", "test_size", "max_test_samples"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"data.cv: the test split is fold data.cv.fold of the labelled data, so "
+                                     f"data.{key} cannot be set as well; unset one of them")
         return self
 
 

@@ -424,13 +424,16 @@ def sort_runs(rows: list[dict[str, Any]], column: str) -> list[dict[str, Any]]:
 
 
 def setting_of(run: Path) -> str:
-    """What makes runs seeds of one setting: the resolved config without its seed, name and output
-    folder, as a short hash (``runs compare`` pools runs with equal settings, never by name alone)."""
+    """What makes runs seeds (or k-fold folds) of one setting: the resolved config without its seed,
+    data.cv.fold, name and output folder, as a short hash (``runs compare`` pools runs with equal
+    settings, never by name alone)."""
     import hashlib
 
     config = read_run_config(run)
     for key in ("seed", "name", "output_dir"):
         config.pop(key, None)
+    if isinstance((config.get("data") or {}).get("cv"), dict):  # the folds of data.cv are runs of one setting
+        config["data"]["cv"].pop("fold", None)
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

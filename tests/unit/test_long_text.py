@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,7 +59,7 @@ def test_windows_cover_every_token_with_the_stated_overlap(kind, max_length, str
     windows = windows_of_document(encoded, 0)
     assert len(windows) > 1 and all(len(w) <= max_length for w in windows)
     texts = [w[head : len(w) - tail] for w in windows]  # the text part of each window
-    for previous, window in zip(texts, texts[1:]):
+    for previous, window in itertools.pairwise(texts):
         assert window[:stride] == previous[len(previous) - stride :]  # exactly `stride` tokens shared
     rebuilt = texts[0] + [t for window in texts[1:] for t in window[stride:]]
     assert rebuilt == content  # every token, in order, once past the overlaps

@@ -78,3 +78,82 @@ def test_subsets_are_stratified_and_recorded():
     assert ds.provenance["train"] == "official; subset of 10 rows (stratified, seed 0)"
     unchanged = take_subsets(make(), {"train": 1000}, seed=0)
     assert len(unchanged.splits["train"]) == 100 and unchanged.provenance["train"] == "official"
+
+
+# --------------------------------------------------------------------------- k-fold (data.cv)
+
+
+def cv_frame(n_per_class=(31, 17, 12)) -> pd.DataFrame:
+    labels = [i for i, n in enumerate(n_per_class) for _ in range(n)]
+    return pd.DataFrame({"text": [f"text {i}" for i in range(len(labels))], "label": labels})
+
+
+def test_folds_are_disjoint_cover_every_row_once_and_are_stratified():
+    from texttune.data.splits import fold_positions
+
+    frame = cv_frame()
+    parts = fold_positions(frame, 5, seed=0)
+    assert len(parts) == 5
+    joined = sorted(int(i) for part in parts for i in part)
+    assert joined == list(range(len(frame)))  # disjoint, and together every row exactly once
+    for label, total in frame["label"].value_counts().items():
+        counts = [int((frame["label"].iloc[part] == label).sum()) for part in parts]
+        assert max(counts) - min(counts) <= 1 and sum(counts) == total  # class shares within one row
+
+
+def test_folds_are_deterministic_per_seed():
+    from texttune.data.splits import fold_positions
+
+    a, b = fold_positions(cv_frame(), 4, seed=3), fold_positions(cv_frame(), 4, seed=3)
+    c = fold_positions(cv_frame(), 4, seed=4)
+    assert all((x == y).all() for x, y in zip(a, b))
+    assert any(len(x) != len(y) or (x != y).any() for x, y in zip(a, c))
+
+
+def test_group_duplicates_keeps_every_copy_of_a_text_in_one_fold():
+    from texttune.data.splits import duplicate_groups, fold_positions
+
+    frame = cv_frame()
+    frame.loc[[0, 5, 40], "text"] = ["Same text", "same  text!", "SAME TEXT"]  # equal once normalised
+    frame.loc[[1, 2], "text"] = ["twice", "twice"]
+    groups = duplicate_groups(frame)
+    assert groups[0] == groups[5] == groups[40] and groups[1] == groups[2] and groups[0] != groups[1]
+    for seed in range(5):
+        parts = fold_positions(frame, 3, seed=seed, group_duplicates=True)
+        fold_of = {int(i): k for k, part in enumerate(parts) for i in part}
+        assert len(fold_of) == len(frame)
+        assert fold_of[0] == fold_of[5] == fold_of[40] and fold_of[1] == fold_of[2]
+
+
+def test_cv_splits_make_the_fold_the_test_split_and_pool_train_with_validation():
+    from texttune.data.splits import cv_splits
+
+    ds = make((30, 30), splits=("train", "validation"))
+    out = cv_splits(ds, folds=3, fold=2, seed=0)
+    assert set(out.splits) == {"train", "test"}
+    assert len(out.splits["test"]) == 40 and len(out.splits["train"]) == 80
+    ids = list(out.splits["train"].index) + list(out.splits["test"].index)
+    assert sorted(ids) == list(range(120))  # validation rows numbered on after train's: one id per example
+    assert "fold 2 of 3" in out.provenance["test"] and "train + validation" in out.provenance["test"]
+    carved = carve_splits(out, 0.1, None, seed=0)  # validation carved from the other folds, as ever
+    assert {s: len(df) for s, df in carved.splits.items()} == {"train": 72, "validation": 8, "test": 40}
+
+
+def test_cv_refuses_a_dataset_with_an_official_test_split():
+    from texttune.data.splits import cv_splits
+
+    with pytest.raises(DataError, match=r"data.cv: /data/test.csv is an official test split"):
+        cv_splits(make(splits=("train", "test")), folds=3, fold=0, seed=0)
+
+
+def test_cv_settings_are_checked_by_key():
+    from pydantic import ValidationError
+
+    from texttune.config import DataConfig
+
+    with pytest.raises(ValidationError, match="fold 5 is not one of the 5 folds"):
+        DataConfig(train_file="x.csv", cv={"folds": 5, "fold": 5})
+    with pytest.raises(ValidationError, match="greater than or equal to 2"):
+        DataConfig(train_file="x.csv", cv={"folds": 1})
+    with pytest.raises(ValidationError, match="data.test_file cannot be set"):
+        DataConfig(train_file="x.csv", test_file="y.csv", cv={"folds": 3, "fold": 0})

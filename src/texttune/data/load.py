@@ -12,7 +12,7 @@ from texttune.config import DataConfig, default_data_dir
 from texttune.data.builtin import DATASETS, load_builtin
 from texttune.data.dataset import TextDataset
 from texttune.data.files import load_files
-from texttune.data.splits import carve_splits, take_subsets
+from texttune.data.splits import carve_splits, cv_splits, few_shot_sample, take_subsets
 from texttune.errors import DataError
 
 # data.min_rows_per_label (default 2): under two training rows per label on average, most labels have a
@@ -43,13 +43,39 @@ def load_dataset(cfg: DataConfig, carve: bool = True) -> TextDataset:
         return ds
     test_size = cfg.test_size if cfg.test_size is not None else default_test
     validation_size = cfg.validation_size if cfg.validation_size is not None else default_validation
+    if cfg.cv is not None:  # fold data.cv.fold is the test split; validation is carved below as ever
+        ds = cv_splits(ds, cfg.cv.folds, cv_fold(cfg), cv_seed(cfg), cfg.cv.group_duplicates)
     ds = carve_splits(ds, validation_size or 0.1, test_size, cfg.split_seed)
-    return take_subsets(
+    ds = take_subsets(
         ds,
         {"train": cfg.max_train_samples, "validation": cfg.max_validation_samples,
          "test": cfg.max_test_samples},
         cfg.split_seed,
     )
+    if cfg.few_shot is not None:
+        seed = cfg.few_shot.seed if cfg.few_shot.seed is not None else cfg.split_seed
+        ds = few_shot_sample(ds, cfg.few_shot.per_class, seed)
+    return ds
+
+
+def cv_seed(cfg: DataConfig) -> int:
+    """The seed of the folds: data.cv.seed, else data.split_seed."""
+    return cfg.cv.seed if cfg.cv.seed is not None else cfg.split_seed
+
+
+def cv_fold(cfg: DataConfig) -> int:
+    if cfg.cv.fold is None:
+        raise DataError(f"data.cv.fold: a run trains on one fold: set data.cv.fold (0..{cfg.cv.folds - 1}); "
+                        "texttune compare without it runs every fold")
+    return cfg.cv.fold
+
+
+def cv_record(cfg: DataConfig) -> dict | None:
+    """What data.json records of the k-fold protocol (None without data.cv)."""
+    if cfg.cv is None:
+        return None
+    return {"fold": cfg.cv.fold, "folds": cfg.cv.folds, "seed": cv_seed(cfg),
+            "group_duplicates": cfg.cv.group_duplicates}
 
 
 def repair_texts(ds: TextDataset) -> TextDataset:

@@ -6,12 +6,17 @@ so a run record says exactly how its splits were formed.
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from texttune.data.dataset import TextDataset
 from texttune.errors import DataError
+
+log = logging.getLogger("texttune")
 
 
 def _stratify_labels(df: pd.DataFrame, size: int) -> np.ndarray | None:
@@ -110,6 +115,36 @@ def take_subsets(ds: TextDataset, limits: dict[str, int | None], seed: int) -> T
     return _replace(ds, splits, provenance)
 
 
+def few_shot_sample(ds: TextDataset, per_class: int, seed: int) -> TextDataset:
+    """``data.few_shot``: ``per_class`` training rows of each class, drawn without replacement by a seeded
+    generator (source order kept); a class with fewer keeps all its rows and a note says so. Validation and
+    test are untouched: they were carved before, so the sample never decides what the model is scored on."""
+    if "train" not in ds.splits or "label" not in ds.splits["train"].columns:
+        raise DataError("data.few_shot samples labelled training rows; this dataset has none")
+    if ds.multi_label:
+        raise DataError("data.few_shot: N examples per class is not defined for label sets (data.multi_label)")
+    source = ds.splits["train"]
+    labels = source["label"].to_numpy()
+    rng = np.random.default_rng(seed)
+    chosen, short = [], []
+    for label in range(ds.num_labels):  # label order, so the draw does not depend on row order per class
+        rows = np.flatnonzero(labels == label)
+        if len(rows) < per_class:
+            short.append(f"{ds.label_names[label]!r} ({len(rows)})")
+        chosen.append(rows if len(rows) <= per_class else rng.choice(rows, size=per_class, replace=False))
+    sample = source.iloc[np.sort(np.concatenate(chosen))]
+    provenance = dict(ds.provenance)
+    provenance["train"] = (f"{provenance.get('train', 'official')}; few-shot sample of {per_class} per class: "
+                           f"{len(sample):,} of {len(source):,} rows (seed {seed})")
+    out = _replace(ds, {**ds.splits, "train": sample}, provenance)
+    if short:
+        note = (f"data.few_shot.per_class={per_class}: {len(short)} class(es) have fewer training rows and keep "
+                f"all of them: {', '.join(short)}")
+        log.warning("%s", note)
+        out.notes.append(note)
+    return out
+
+
 def _replace(
     ds: TextDataset,
     splits: dict[str, pd.DataFrame],
@@ -121,3 +156,84 @@ def _replace(
         provenance=provenance, files=dict(files if files is not None else ds.files),
         notes=list(ds.notes), label_source=ds.label_source, multi_label=ds.multi_label,
     )
+
+
+# --------------------------------------------------------------------------- k-fold (data.cv)
+
+
+def duplicate_groups(df: pd.DataFrame) -> np.ndarray:
+    """One group id per row: rows whose text (and pair) are equal once case, whitespace and punctuation
+    are normalised -- as the data checks compare them -- share an id; a blank text is a group of its own."""
+    from texttune.data.checks import _normalize  # the checks' normalisation: what they call a duplicate
+
+    keys = [_normalize(str(t)) for t in df["text"].fillna("")]
+    if "text_pair" in df.columns:
+        keys = [f"{k}\x00{_normalize(str(p))}" for k, p in zip(keys, df["text_pair"].fillna(""))]
+    codes = pd.factorize(pd.Series(keys, dtype=object))[0].astype(np.int64)
+    blank = np.asarray([not k.strip("\x00 ") for k in keys], dtype=bool)
+    codes[blank] = codes.max(initial=0) + 1 + np.flatnonzero(blank)
+    return codes
+
+
+def fold_positions(df: pd.DataFrame, folds: int, seed: int, group_duplicates: bool = False) -> list[np.ndarray]:
+    """The sorted row positions of each of ``folds`` stratified folds of ``df``: disjoint, together every
+    row once. Stratified on ``label`` (StratifiedKFold: class counts per fold within one row); with
+    ``group_duplicates`` the copies of a text stay in one fold (StratifiedGroupKFold, stratified as far as
+    the groups allow)."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    labels = df["label"].to_numpy() if "label" in df.columns else np.zeros(len(df), dtype=np.int64)
+    groups = duplicate_groups(df) if group_duplicates else None
+    units = len(np.unique(groups)) if groups is not None else len(df)
+    if units < folds:
+        what = "distinct texts" if group_duplicates else "rows"
+        raise DataError(f"data.cv.folds: {folds} folds need at least {folds} {what}, the data has {units}")
+    if groups is not None:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        parts = splitter.split(np.zeros(len(df)), labels, groups)
+    else:
+        parts = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(df)), labels)
+    with warnings.catch_warnings():  # "the least populated class has fewer members than n_splits": fine
+        warnings.simplefilter("ignore", UserWarning)
+        return [np.sort(test) for _, test in parts]
+
+
+def cv_splits(ds: TextDataset, folds: int, fold: int, seed: int, group_duplicates: bool = False) -> TextDataset:
+    """Train and test of fold ``fold``: the labelled data (train, and validation when the source has one)
+    cut into ``folds`` folds; ``fold`` is the test split, the others are train (validation is carved from
+    them afterwards, as for any dataset without one). A source with an official test split is refused:
+    k-fold is for data without one, and training on an official test split would spoil it."""
+    if "test" in ds.splits:
+        where = ds.files.get("test", f"dataset '{ds.name}'")
+        raise DataError(f"data.cv: {where} is an official test split ({len(ds.splits['test']):,} rows); k-fold is "
+                        "for data without one: score on that test split (unset data.cv), or give all the "
+                        "labelled data as data.train_file")
+    if "train" not in ds.splits:
+        raise DataError(f"data.cv: dataset '{ds.name}' has no train split to cut into folds")
+    pooled, what = _pool(ds)
+    parts = fold_positions(pooled, folds, seed, group_duplicates)
+    test = np.zeros(len(pooled), dtype=bool)
+    test[parts[fold]] = True
+    how = (f"{'stratified-group (duplicates kept together)' if group_duplicates else 'stratified'} {folds}-fold, "
+           f"seed {seed}")
+    splits = {"train": pooled.iloc[~test], "test": pooled.iloc[test]}
+    provenance = {"train": f"k-fold over {what} ({len(pooled):,} rows): the folds but {fold} of {folds} ({how}): "
+                           f"{int((~test).sum()):,} rows",
+                  "test": f"k-fold over {what} ({len(pooled):,} rows): fold {fold} of {folds} ({how}): "
+                          f"{int(test.sum()):,} rows"}
+    files = {k: v for k, v in ds.files.items() if k != "validation"}
+    if "train" in files:
+        files["test"] = files["train"]
+    return _replace(ds, splits, provenance, files)
+
+
+def _pool(ds: TextDataset) -> tuple[pd.DataFrame, str]:
+    """All labelled rows (train, then validation) with distinct indices: validation rows are numbered on
+    after train's, so every example keeps one id across folds (the leaderboard pools by it)."""
+    train = ds.splits["train"]
+    if "validation" not in ds.splits:
+        return train, "train"
+    validation = ds.splits["validation"].copy()
+    start = int(train.index.max()) + 1 if len(train) else 0
+    validation.index = pd.RangeIndex(start, start + len(validation))
+    return pd.concat([train, validation]), f"train + validation (validation rows numbered from {start:,})"

@@ -6,5 +6,5 @@ model loads with ``AutoModelForSequenceClassification`` and ``pipeline("text-cla
 
 from texttune.models.classifier import TexttuneConfig, TexttuneForSequenceClassification  # noqa: F401
 from texttune.models import (  # noqa: F401, E402  (each module registers its encoder / model)
-    bag_of_ngrams, classic, cnn, pretrained, rnn, scratch, transformer,
+    bag_of_ngrams, classic, cnn, pretrained, rnn, scratch, setfit, transformer,
 )

@@ -36,6 +36,11 @@ CLASSIC_FILE = "classic.json"
 CLASSIC_WEIGHTS = "classic.safetensors"
 FORMAT = 1
 
+# The "family" key of a saved classic.json -> "module:Class" whose ``load(folder)`` reads it. A family
+# fitted by the closed-form phase (``tasks/classic.py``) adds itself here (``models/setfit.py``); a
+# folder saved before the key existed is "classic".
+FITTED_FAMILIES: dict[str, str] = {"classic": "texttune.models.classic_model:ClassicModel"}
+
 
 def _check_grid(values: list[float]) -> list[float]:
     if not values or any(v <= 0 for v in values):
@@ -112,6 +117,22 @@ def is_classic_folder(folder: str | Path) -> bool:
 
 def read_meta(folder: Path) -> dict[str, Any]:
     return json.loads((folder / CLASSIC_FILE).read_text(encoding="utf-8"))
+
+
+def load_fitted(folder: str | Path):
+    """A saved closed-form model (a classic baseline or SetFit), by the family its classic.json names."""
+    import importlib
+
+    from texttune.errors import TexttuneError
+    from texttune.models.saving import read_json_object
+
+    folder = Path(folder)
+    family = read_json_object(folder / CLASSIC_FILE).get("family", "classic")
+    if family not in FITTED_FAMILIES:
+        raise TexttuneError(f"{folder / CLASSIC_FILE}: unknown model family {family!r} (known: "
+                            f"{', '.join(sorted(FITTED_FAMILIES))})")
+    module, _, name = FITTED_FAMILIES[family].partition(":")
+    return getattr(importlib.import_module(module), name).load(folder)
 
 
 def build_classic(cfg: _ClassicConfig, label_names: list[str]):

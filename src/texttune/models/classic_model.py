@@ -155,6 +155,10 @@ class ClassicModel:
 
     # ------------------------------------------------------------------ fit / predict
 
+    def describe_fit(self, rows: int) -> str:
+        return (f"fitting {self.cfg.name} on {rows:,} training texts (C from {list(self.cfg.C)} by "
+                f"{self.cfg.cv_folds}-fold cross-validation on train) ...")
+
     def fit(self, texts, labels: np.ndarray, pairs=None, seed: int = 0) -> ClassicModel:
         labels = np.asarray(labels, dtype=np.int64)
         x = self.features(texts, pairs, fit=True)
@@ -204,7 +208,7 @@ class ClassicModel:
 
         folder.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, np.ndarray] = {}
-        meta: dict[str, Any] = {"format": FORMAT, "config": self.cfg.model_dump(mode="json"),
+        meta: dict[str, Any] = {"format": FORMAT, "family": "classic", "config": self.cfg.model_dump(mode="json"),
                                 "label_names": self.label_names, "temperature": self.temperature,
                                 "info": self.info, "vectorizers": []}
         for i, vectorizer in enumerate(self._vectorizers):

@@ -44,13 +44,27 @@ def _json(path: Path) -> Any:
 
 
 def _correct(run: Path) -> np.ndarray | None:
+    outcomes = _outcomes(run)
+    return outcomes[1] if outcomes is not None else None
+
+
+def _outcomes(run: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(row ids, correct) of the run's test examples, or None without test_predictions.json."""
     path = run / runs.TEST_PREDICTIONS
     if not path.is_file():
         return None
     record = _json(path)
     if "correct" in record:  # multi-label: the exact set match per row
-        return np.asarray(record["correct"], dtype=bool)
-    return np.asarray(record["predicted"]) == np.asarray(record["labels"])
+        correct = np.asarray(record["correct"], dtype=bool)
+    else:
+        correct = np.asarray(record["predicted"]) == np.asarray(record["labels"])
+    return np.asarray(record.get("rows", range(len(correct)))), correct
+
+
+def _cv(run: Path) -> dict[str, Any] | None:
+    """The run's k-fold record in data.json ({fold, folds, seed, ...}), or None for an ordinary run."""
+    path = run / runs.DATA
+    return _json(path).get("cv") if path.is_file() else None
 
 
 def _curve(run: Path, metric: str) -> list[list[float]]:
@@ -90,9 +104,17 @@ def cell_row(cell: CellRuns, metric: str, split: str, root: Path) -> tuple[dict[
     scores = [m.get(split, {}).get(metric) for m in metrics]
     if any(s is None for s in scores):
         raise TexttuneError(f"{cell.runs[scores.index(None)]}: no {split} {metric} in metrics.json")
+    folds = [_cv(run) for run in cell.runs]
+    if split == "test" and folds and all(f is not None and f.get("fold") is not None for f in folds):
+        return _kfold_row(cell, metrics, scores, folds, root)
     correct = [_correct(run) for run in cell.runs]
     matrix = np.stack(correct) if all(c is not None for c in correct) and split == "test" else None
     ci = bootstrap_ci(matrix) if matrix is not None and metric == "accuracy" else (None, None)
+    return _row(cell, metrics, scores, ci, root), matrix
+
+
+def _row(cell: CellRuns, metrics: list[dict[str, Any]], scores: list[float], ci: tuple[Any, Any],
+         root: Path) -> dict[str, Any]:
     params = metrics[0].get("params", {})
     row = {
         "cell": cell.name, "stage": cell.stage, "axes": cell.axes, "seeds": cell.seeds, "n": len(cell.runs),
@@ -109,7 +131,46 @@ def cell_row(cell: CellRuns, metric: str, split: str, root: Path) -> tuple[dict[
         "data_caveats": list(dict.fromkeys(line for run in cell.runs for line in data_caveats(run))),
         "_model": _model_name(cell.runs[0]),  # read by _against_classic_baselines, then dropped
     }
-    return row, matrix
+    return row
+
+
+KFOLD_CI = "t-interval over the fold scores"
+KFOLD_TEST = "paired bootstrap over the pooled per-example outcomes of all folds"
+
+
+def _kfold_row(cell: CellRuns, metrics: list[dict[str, Any]], scores: list[float], folds: list[dict[str, Any]],
+               root: Path) -> tuple[dict[str, Any], np.ndarray | None]:
+    """A data.cv cell (its runs: seeds × folds): mean ± std over the fold scores (each averaged over the
+    seeds), a t-interval over them, and the (seeds, examples) matrix of the outcomes pooled over the folds
+    -- every example is tested once across the folds, so it pairs cells example by example."""
+    from scipy.stats import t
+
+    by_fold: dict[int, list[float]] = {}
+    by_seed: dict[Any, dict[int, Path]] = {}
+    for run, score, fold in zip(cell.runs, scores, folds, strict=True):
+        by_fold.setdefault(fold["fold"], []).append(score)
+        by_seed.setdefault(runs.read_run_config(run).get("seed"), {})[fold["fold"]] = run
+    fold_scores = [float(np.mean(by_fold[k])) for k in sorted(by_fold)]
+    k, mean = len(fold_scores), float(np.mean(fold_scores))
+    std = float(np.std(fold_scores, ddof=1)) if k > 1 else 0.0
+    half = float(t.ppf(0.975, k - 1) * std / np.sqrt(k)) if k > 1 else 0.0
+    row = _row(cell, metrics, scores, (mean - half, mean + half), root)
+    complete = k == folds[0]["folds"] and all(len(f) == k for f in by_seed.values())
+    row.update({"mean": mean, "std": std, "folds": k, "fold_scores": fold_scores, "ci_method": KFOLD_CI,
+                "complete_folds": complete})
+    return row, _pooled(by_seed) if complete else None
+
+
+def _pooled(by_seed: dict[Any, dict[int, Path]]) -> np.ndarray | None:
+    """Per seed, the fold runs' outcomes joined and ordered by row id: (seeds, all examples)."""
+    matrix = []
+    for fold_runs in by_seed.values():
+        outcomes = [_outcomes(run) for _, run in sorted(fold_runs.items())]
+        if any(o is None for o in outcomes):
+            return None
+        rows = np.concatenate([o[0] for o in outcomes])
+        matrix.append(np.concatenate([o[1] for o in outcomes])[np.argsort(rows, kind="stable")])
+    return np.stack(matrix)
 
 
 def build_board(name: str, cells: list[CellRuns], root: Path, metric: str = "accuracy", split: str = "test",
@@ -122,13 +183,20 @@ def build_board(name: str, cells: list[CellRuns], root: Path, metric: str = "acc
     if baseline is not None:
         _compare_to(baseline, rows, matrices)
     _against_classic_baselines(rows, matrices, metric in HIGHER_IS_BETTER)
+    kfold = [r for r in rows if r.get("folds")]
+    for row in kfold:
+        if row["p_value"] is not None:
+            row["significance_test"] = KFOLD_TEST
     reverse = metric in HIGHER_IS_BETTER
     rows.sort(key=lambda r: r["mean"], reverse=reverse)
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
     curves = {cell.name: [{"run": str(run.relative_to(root)) if run.is_relative_to(root) else str(run),
                            "points": _curve(run, metric)} for run in cell.runs] for cell in cells}
-    return {"name": name, "metric": metric, "split": split, "baseline": baseline, "rows": rows, "curves": curves}
+    cv = {"folds": sorted({r["folds"] for r in kfold}), "std": "over the fold scores (each the mean over seeds)",
+          "ci": KFOLD_CI, "paired_test": KFOLD_TEST} if kfold else None
+    return {"name": name, "metric": metric, "split": split, "baseline": baseline, "rows": rows, "curves": curves,
+            **({"cv": cv} if cv else {})}
 
 
 def _model_name(run: Path) -> str | None:
@@ -197,6 +265,8 @@ def markdown(board: dict[str, Any]) -> str:
     header = ["rank", "cell", f"{board['split']} {board['metric']} (mean ± std)", "95% CI", "Δ vs baseline",
               "p", "vs best classic baseline", "trainable", "wall time (s)", "peak memory (MB)", "checkpoint (MB)",
               "runs", "data caveats"]
+    if board.get("cv"):
+        header[2] = f"{board['split']} {board['metric']} (mean ± std over folds)"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in board["rows"]:
         ci = f"{_fmt(r['ci_low'])}–{_fmt(r['ci_high'])}" if r["ci_low"] is not None else "—"
@@ -207,6 +277,10 @@ def markdown(board: dict[str, Any]) -> str:
             str(r["rank"]), r["cell"], f"{r['mean']:.4f} ± {r['std']:.4f}", ci, delta, _p(r["p_value"]),
             _vs_baseline(r), trainable, _fmt(r["wall_time_s"], 1), _fmt(r["peak_memory_mb"], 0), _fmt(r["checkpoint_size_mb"], 2),
             str(r["n"]), _caveats(r)]) + " |")
+    if board.get("cv"):
+        cv = board["cv"]
+        lines += ["", f"k-fold ({', '.join(map(str, cv['folds']))} folds): std {cv['std']}; 95% CI: {cv['ci']}; "
+                      f"p: {cv['paired_test']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -226,7 +300,7 @@ def _caveats(row: dict[str, Any]) -> str:
 
 CSV_COLUMNS = ["rank", "cell", "stage", "n", "mean", "std", "ci_low", "ci_high", "delta", "p_value",
                "significance_test", "classic_baseline", "trainable", "total", "trainable_pct", "wall_time_s", "train_time_s",
-               "peak_memory_mb", "checkpoint_size_mb", "data_caveats"]
+               "peak_memory_mb", "checkpoint_size_mb", "data_caveats", "folds"]
 
 
 def write_board(board: dict[str, Any], out_dir: Path) -> list[Path]:

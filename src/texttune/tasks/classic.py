@@ -43,8 +43,7 @@ def fit_classic(config, prepared: runs.Prepared, run_dir: Path, say) -> dict[str
     model, ds = prepared.model, prepared.extras["ds"]
     train = ds.splits["train"]
     texts, pairs = _columns(train)
-    say(f"fitting {config.model.name} on {len(texts):,} training texts (C from {list(config.model.C)} by "
-        f"{config.model.cv_folds}-fold cross-validation on train) ...")
+    say(model.describe_fit(len(texts)))
     tic = time.perf_counter()
     model.fit(texts, train["label"].to_numpy(), pairs, seed=config.seed)
     fit_time = time.perf_counter() - tic

@@ -228,21 +228,22 @@ def say(message: str) -> None:
 
 
 def prepare_data(config: ExperimentBase, run_dir: Path) -> TextDataset:
-    from texttune.data.load import prepare_data as load_and_check
+    from texttune.data.load import cv_record, prepare_data as load_and_check
 
     ds, report, dropped = load_and_check(config.data, announce=say)
     if not ds.has_labels:
         raise TexttuneError(f"dataset '{ds.name}' has no labels: texttune run trains classifiers")
     if runs.is_main_process():  # the others only read the data (N processes: see runs.py)
-        _write_data_record(ds, report, dropped, run_dir)
+        _write_data_record(ds, report, dropped, run_dir, cv_record(config.data))
     for split in ("train", "validation"):
         if split not in ds.splits or len(ds.splits[split]) == 0:
             raise TexttuneError(f"dataset '{ds.name}' has no {split} rows left after the data checks")
     return ds
 
 
-def _write_data_record(ds: TextDataset, report, dropped: dict[str, Any], run_dir: Path) -> None:
-    """data_checks.json, data.json, and the caveats shown before training."""
+def _write_data_record(ds: TextDataset, report, dropped: dict[str, Any], run_dir: Path,
+                       cv: dict[str, Any] | None = None) -> None:
+    """data_checks.json, data.json (with the fold, under data.cv), and the caveats shown before training."""
     report.write_json(run_dir / runs.DATA_CHECKS)
     caveats = report.caveats()
     if caveats:  # before training, so the user can stop and fix the data; also beside every leaderboard score
@@ -263,7 +264,7 @@ def _write_data_record(ds: TextDataset, report, dropped: dict[str, Any], run_dir
         }
     atomic_write_json(run_dir / runs.DATA, {
         "name": ds.name, "task": ds.task, "multi_label": ds.multi_label, "labels": ds.label_names, "notes": ds.notes, "caveats": caveats,
-        "splits": splits, "fingerprint": frame_fingerprint_all(splits),
+        "splits": splits, "fingerprint": frame_fingerprint_all(splits), **({"cv": cv} if cv else {}),
     })
 
 

@@ -6,6 +6,8 @@ comparison directory, so the splits, the budget (epochs or steps, early stopping
 cadence are those of the base config for all of them: only what the axes name differs. Stages make a
 pipeline: a later stage refers to an earlier stage's run with ``"{stage:NAME}"`` (e.g. in
 ``init_from``). Rerunning a spec keeps finished cells and resumes interrupted ones.
+With ``data.cv.folds`` (and no ``data.cv.fold``) in the cells' config, every cell also runs once per
+fold, an implicit axis like the seeds (docs/design.md "k-fold (issue 20)").
 
     name: trec-strategies
     base: ../quickstart.yaml        # relative to the spec
@@ -83,10 +85,11 @@ class Cell:
     overrides: dict[str, Any]
     base: Path | None
     config: ExperimentBase | None = None
+    fold: int | None = None  # data.cv: the fold this run tests on (an implicit axis, as the seeds)
 
     @property
     def folder_name(self) -> str:
-        return f"{self.name}-seed{self.seed}"
+        return f"{self.name}-seed{self.seed}" + (f"-fold{self.fold}" if self.fold is not None else "")
 
 
 def load_spec(path: Path) -> CompareSpec:
@@ -131,9 +134,23 @@ def expand(spec: CompareSpec, spec_path: Path) -> list[list[Cell]]:
                 cell = Cell(stage.name, label, seed, {n: e[0] for n, e in zip(stage.axes, combo)},
                             {**overrides, "seed": seed}, base)
                 cell.config = cell_config(cell, f"{spec_path} ({stage.name}: {wheres})")
-                cells.append(cell)
+                cells.extend(_fold_cells(cell, f"{spec_path} ({stage.name}: {wheres})"))
         out.append(cells)
     _check_references(out, spec_path)
+    return out
+
+
+def _fold_cells(cell: Cell, where: str) -> list[Cell]:
+    """A cell whose config has data.cv.folds but no data.cv.fold: one run per fold (seeds × folds)."""
+    cv = cell.config.data.cv
+    if cv is None or cv.fold is not None:
+        return [cell]
+    out = []
+    for fold in range(cv.folds):
+        run = Cell(cell.stage, cell.name, cell.seed, cell.axes, {**cell.overrides, "data.cv.fold": fold},
+                   cell.base, fold=fold)
+        run.config = cell_config(run, where)
+        out.append(run)
     return out
 
 
@@ -321,7 +338,7 @@ def _cell_record(cell: Cell, num_threads: int | None) -> dict[str, Any]:
     if num_threads is not None and "num_threads" not in cell.config.train.model_fields_set:
         overrides["train.num_threads"] = num_threads
     return {"stage": cell.stage, "name": cell.name, "seed": cell.seed, "axes": cell.axes, "overrides": overrides,
-            "base": str(cell.base) if cell.base is not None else None}
+            "base": str(cell.base) if cell.base is not None else None, "fold": cell.fold}
 
 
 def cell_worker() -> None:
@@ -433,12 +450,12 @@ def leaderboard(spec: CompareSpec, stages: list[list[Cell]], finished, root: Pat
     from texttune.reports.leaderboard import CellRuns, build_board, write_board
 
     last = stages[-1]
-    target = _test_fingerprint(finished[(last[0].stage, last[0].name)][0][1])
+    target = _test_key([r for _, r in finished[(last[0].stage, last[0].name)]])
     cells = []
     for group in stages:
         for name in dict.fromkeys(c.name for c in group):
             runs = finished[(group[0].stage, name)]
-            if group is not last and _test_fingerprint(runs[0][1]) != target:
+            if group is not last and _test_key([r for _, r in runs]) != target:
                 continue  # another task (a transfer source): not on this leaderboard
             cell = next(c for c in group if c.name == name)
             label = name if group is last else f"{group[0].stage}:{name}"
@@ -447,6 +464,12 @@ def leaderboard(spec: CompareSpec, stages: list[list[Cell]], finished, root: Pat
     write_board(board, root)
     render_comparison(board, root)
     return board
+
+
+def _test_key(run_dirs: list[Path]) -> tuple[str | None, ...]:
+    """The test data of a cell's runs: one fingerprint (its seeds share a test split), or one per fold
+    under data.cv -- two cells are scored on the same data when their keys are equal."""
+    return tuple(sorted({_test_fingerprint(run) or "" for run in run_dirs}))
 
 
 def _test_fingerprint(run: Path) -> str | None:
@@ -481,7 +504,7 @@ def compare_runs(run_dirs: list[Path], baseline: str | None = None, output: Path
     split, default_metric, _ = runs.headline(kind, runs.read_json(chosen[0], runs.METRICS))
     if kind == "classify":
         split = "test" if all(runs.describe_run(r).get("split") == "test" for r in chosen) else "validation"
-        if len({_test_fingerprint(r) for r in chosen}) > 1:
+        if len({_test_key(rs) for rs in groups.values()}) > 1:
             log.warning("the runs were not evaluated on the same %s data: scores are not comparable", split)
     root = output if output is not None else Path.cwd()
     board = build_board("runs", [CellRuns(n, rs) for n, rs in groups.items()], root, metric or default_metric,
