@@ -100,6 +100,7 @@ def build_variants(run: Path, exports: Path, threads: int) -> tuple[dict[str, Ca
         "pipeline": lambda texts, bs, n: [r["label"] for r in pipe(texts, batch_size=bs, truncation=True, max_length=n)]}
     for name, predictor in predictors.items():
         variants[name] = _predict_with(predictor)
+    records["predictors"] = predictors  # for the logit comparison on the test split
     return variants, records
 
 
@@ -168,7 +169,7 @@ def measure(variants: dict[str, Callable], texts: dict[str, list[str]], args) ->
     } for length in texts} for name in names}
 
 
-def accuracy(variants: dict[str, Callable], run: Path) -> dict[str, Any]:
+def accuracy(variants: dict[str, Callable], predictors: dict[str, Any], run: Path) -> dict[str, Any]:
     from texttune.onnx_backend import run_texts
     from texttune.predict import load, model_max_length
     from texttune.runs import model_dir_of
@@ -179,10 +180,17 @@ def accuracy(variants: dict[str, Callable], run: Path) -> dict[str, Any]:
     texts, _, labels = test  # TREC has no text pairs
     max_length = model_max_length(folder, predictor.tokenizer)
     truth = [predictor.label_names[i] for i in labels]
-    result = {"split": "test", "rows": len(truth), "max_length": max_length}
-    for name, predict in variants.items():
-        got = predict(texts, 64, max_length)
+    result: dict[str, Any] = {"split": "test", "rows": len(truth), "max_length": max_length,
+                              "labels_agree_with_texttune_torch": {}}
+    predicted = {name: predict(texts, 64, max_length) for name, predict in variants.items()}
+    for name, got in predicted.items():
         result[name] = round(float(np.mean([a == b for a, b in zip(got, truth)])), 6)
+        same = sum(a == b for a, b in zip(got, predicted["texttune-torch"]))
+        result["labels_agree_with_texttune_torch"][name] = same
+    reference = predictors["texttune-torch"].logits(texts)
+    result["max_abs_logit_diff_vs_texttune_torch"] = {
+        name: round(float((predictor.logits(texts) - reference).abs().max()), 6)
+        for name, predictor in predictors.items() if name != "texttune-torch"}
     return result
 
 
@@ -205,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         texts = inputs(load(args.run, backend="torch").tokenizer)
         agree = {n: variants[n](texts["16"], 32, 16) for n in variants}
         results = measure(variants, texts, args)
-        acc = accuracy(variants, args.run)
+        predictors = records.pop("predictors")
+        acc = accuracy(variants, predictors, args.run)
     import onnxruntime
 
     loads = results.pop("load_average_1min_per_round")

@@ -294,7 +294,8 @@ def _print_result(result) -> None:
     out.print(table)
     params = metrics["params"]
     if "fit" in metrics:  # a classic baseline: fitted in closed form, no training steps
-        say(f"fitted {params['total']:,} coefficients (C {metrics['fit'].get('C')}) in "
+        what = "parameters (setfit body + head, " if "contrastive_steps" in metrics["fit"] else "coefficients ("
+        say(f"fitted {params['total']:,} {what}C {metrics['fit'].get('C')}) in "
             f"{metrics['train_time_s']:.1f} s, wall {metrics['wall_time_s']:.1f} s")
         say(f"report: {result.run_dir / REPORT}")
         return

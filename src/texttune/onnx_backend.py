@@ -307,8 +307,8 @@ def _name_axes(path: Path, folder: Path, what: str) -> None:
 def _quantize_int8(path: Path) -> None:
     """Dynamic quantization: int8 weights stored, activations quantized per batch at run time (no
     calibration data; the usual choice for transformer encoders on a CPU). Per channel (one scale per
-    output column), not onnxruntime's per-tensor default: on MiniLM/TREC-6 it kept 498 of 500 test labels
-    instead of 494 and a third of the logit error (docs/performance.md, "ONNX and int8")."""
+    output column), not onnxruntime's per-tensor default: on MiniLM/TREC-6 it kept 498 of PyTorch's 500 test
+    labels instead of 494, with a third of the logit error (docs/design.md, "ONNX (issue 18)")."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = path.with_name("model.int8.onnx")

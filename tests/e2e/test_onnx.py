@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
+pytest.importorskip("onnxruntime")
 
 from conftest import TOY_ROWS
 from test_run import assert_error, overrides, write_csv
@@ -195,6 +196,15 @@ def test_bad_input_gets_one_message(bert_run, int8_export, data, tmp_path, run_c
                  "backend 'tensorrt': choose one of torch, onnx")
     with pytest.raises(TexttuneError, match="no ONNX model here"):
         load(tmp_path, backend="onnx")
+
+
+def test_a_failed_parity_check_writes_nothing(bert_run, tmp_path, run_cli, monkeypatch):
+    import texttune.onnx_backend
+
+    monkeypatch.setattr(texttune.onnx_backend, "PARITY_TOLERANCE", -1.0)  # any difference is too large
+    assert_error(run_cli("export", bert_run, tmp_path / "onnx", "--format", "onnx"),
+                 "ONNX fp32 logits differ from PyTorch's by up to", "on 8 texts", "nothing exported")
+    assert list(tmp_path.iterdir()) == []  # neither OUT nor its temporary folder
 
 
 def test_a_damaged_onnx_file_is_named(int8_export, tmp_path, run_cli):

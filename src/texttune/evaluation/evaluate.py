@@ -117,3 +117,16 @@ def metrics_of_logits(logits: torch.Tensor, labels: np.ndarray, label_names: lis
     if temperature is not None:
         metrics["calibrated"] = calibrated_from_logits(logits, labels, label_names, temperature)
     return metrics
+
+
+def worst_with_text(worst: list[dict[str, Any]], frame) -> list[dict[str, Any]]:
+    """The most confidently wrong examples with their texts (``frame``: the split they came from)."""
+    out = []
+    for item in worst:
+        row = frame.loc[item["id"]]
+        entry = {"row": int(item["id"]), "text": row["text"], "label": item["label_name"],
+                 "predicted": item["predicted_name"], "confidence": item["confidence"]}
+        if "text_pair" in frame.columns:
+            entry["text_pair"] = row["text_pair"]
+        out.append(entry)
+    return out

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from texttune.config import Section
-from texttune.models.registry import MODEL_BUILDERS, MODEL_CONFIGS
+from texttune.models.registry import MODEL_CONFIGS
 
 CLASSIC_FILE = "classic.json"
 CLASSIC_WEIGHTS = "classic.safetensors"
@@ -135,13 +135,7 @@ def load_fitted(folder: str | Path):
     return getattr(importlib.import_module(module), name).load(folder)
 
 
-def build_classic(cfg: _ClassicConfig, label_names: list[str]):
-    """The unfitted model (fitted by the run's closed-form phase, ``tasks/classic.py``); no tokenizer."""
-    from texttune.models.classic_model import ClassicModel
-
-    return ClassicModel(cfg, label_names), None
-
-
 for _name, _cls in CLASSIC_CONFIGS.items():
+    # Configs only: the model is built by the run's closed-form phase (tasks/classic.py), which
+    # imports scikit-learn; nothing here may import models/classic_model.py (it imports this module).
     MODEL_CONFIGS.add(_name, _cls, config=_cls)
-    MODEL_BUILDERS.add(_name, build_classic)

@@ -31,11 +31,17 @@ def _logits(model, frame) -> torch.Tensor:
     return torch.from_numpy(model.logits(texts, pairs))
 
 
+def build_closed_form(model_cfg, label_names: list[str]):
+    """The unfitted closed-form model of a classic family (scikit-learn is imported only now)."""
+    from texttune.models.classic_model import ClassicModel
+
+    return ClassicModel(model_cfg, label_names)
+
+
 def fit_classic(config, prepared: runs.Prepared, run_dir: Path, say) -> dict[str, Any]:
     """Fit, evaluate (validation: temperature; test), save; returns the run's metrics."""
     from texttune.evaluation.calibration import fit_temperature
-    from texttune.evaluation.evaluate import metrics_of_logits
-    from texttune.tasks.classify import _worst_with_text
+    from texttune.evaluation.evaluate import metrics_of_logits, worst_with_text
 
     if runs.num_processes() > 1:
         raise TexttuneError(f"model.name {config.model.name}: a classic baseline fits in one process; "
@@ -55,7 +61,7 @@ def fit_classic(config, prepared: runs.Prepared, run_dir: Path, say) -> dict[str
     temperature = fit_temperature(logits, torch.tensor(labels)) if config.train.calibrate else None
     validation = metrics_of_logits(logits, labels, names, frame.index.to_numpy(), keep_worst=10,
                                    temperature=temperature)
-    validation["worst"] = _worst_with_text(validation["worst"], frame)
+    validation["worst"] = worst_with_text(validation["worst"], frame)
     out["validation"] = validation
     if "test" in ds.splits and len(ds.splits["test"]):
         frame = ds.splits["test"]

@@ -30,7 +30,7 @@ from texttune.errors import TexttuneError
 from texttune.io import atomic_write_json
 from texttune.models.classic import is_classic
 from texttune.models.long_text import LongTextConfig, document_logits, record_windows, windows_of
-from texttune.models.registry import MODEL_CONFIGS, build_model
+from texttune.models.registry import MODEL_CONFIGS
 from texttune.strategies import STRATEGY_CONFIGS
 
 log = logging.getLogger("texttune")
@@ -333,14 +333,14 @@ def final_evaluation(trainer, encoded: dict[str, Encoded], ds: TextDataset, cali
     """Validation (and its fitted temperature), then test, both on the restored best model; per
     document (``window_pool`` pools a windowed document's logits)."""
     from texttune.evaluation.calibration import fit_temperature
-    from texttune.evaluation.evaluate import calibrated_from_logits, evaluate
+    from texttune.evaluation.evaluate import calibrated_from_logits, evaluate, worst_with_text
 
     args = dict(label_names=ds.label_names, pad_id=trainer.pad_id, batch_size=trainer.cfg.eval_batch_size,
                 batch_tokens=trainer.cfg.eval_batch_tokens, accelerator=trainer.accelerator,
                 window_pool=window_pool)
     out: dict[str, Any] = {}
     validation, logits = evaluate(trainer.model, encoded["validation"], keep_worst=10, collect_logits=calibrate, **args)
-    validation["worst"] = _worst_with_text(validation["worst"], ds.splits["validation"])
+    validation["worst"] = worst_with_text(validation["worst"], ds.splits["validation"])
     temperature = None
     if calibrate and logits is not None:
         labels = encoded["validation"].labels
@@ -353,18 +353,6 @@ def final_evaluation(trainer, encoded: dict[str, Encoded], ds: TextDataset, cali
         out["test"] = test
         out["_test_logits"] = logits
     out["temperature"] = temperature
-    return out
-
-
-def _worst_with_text(worst: list[dict[str, Any]], frame) -> list[dict[str, Any]]:
-    out = []
-    for item in worst:
-        row = frame.loc[item["id"]]
-        entry = {"row": int(item["id"]), "text": row["text"], "label": item["label_name"],
-                 "predicted": item["predicted_name"], "confidence": item["confidence"]}
-        if "text_pair" in frame.columns:
-            entry["text_pair"] = row["text_pair"]
-        out.append(entry)
     return out
 
 
@@ -448,7 +436,9 @@ class Classify:
             atomic_write_json(run_dir / runs.LABELS, ds.label_names)
         if is_classic(config.model):  # fitted in closed form by fit_closed_form: no tokens, no loop
             check_classic(config)
-            model, _ = build_model(config.model, ds.label_names)
+            from texttune.tasks.classic import build_closed_form
+
+            model = build_closed_form(config.model, ds.label_names)
             return runs.Prepared(model, None, None, None, None, extras={"ds": ds, "tokenization": None})
         model, tokenizer = build(config, ds)
         long_text = windows_of(config.model)
