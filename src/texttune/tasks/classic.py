@@ -32,7 +32,13 @@ def _logits(model, frame) -> torch.Tensor:
 
 
 def build_closed_form(model_cfg, label_names: list[str]):
-    """The unfitted closed-form model of a classic family (scikit-learn is imported only now)."""
+    """The unfitted closed-form model of a classic family (scikit-learn is imported only now). A family
+    with its own model class (setfit, ``models/setfit.py``) registers a builder in MODEL_BUILDERS."""
+    from texttune.models.registry import MODEL_BUILDERS
+
+    if model_cfg.name in MODEL_BUILDERS:
+        model, _ = MODEL_BUILDERS.get(model_cfg.name)(model_cfg, label_names)
+        return model
     from texttune.models.classic_model import ClassicModel
 
     return ClassicModel(model_cfg, label_names)
