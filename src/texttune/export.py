@@ -95,6 +95,7 @@ def export_classifier(run: str | Path, out: str | Path) -> Path:
         raise TexttuneError(f"{out}: already exists; export writes a new folder")
     if is_export(folder):
         raise TexttuneError(f"{folder}: already an export (written by texttune export); copy the folder instead")
+    refuse_closed_form(folder)
     model = whole_model(folder)
     tokenizer = load_tokenizer_from(folder)
     run_dir = run_dir_of(folder)
@@ -107,6 +108,16 @@ def export_classifier(run: str | Path, out: str | Path) -> Path:
         log.warning("%s: exported with its own modelling code (load it with trust_remote_code=True), because %s",
                     out, record["why_custom"])
     return out
+
+
+def refuse_closed_form(folder: Path) -> None:
+    """A classic baseline or SetFit model is not a transformers architecture: say so, and what works."""
+    from texttune.models.classic import CLASSIC_FILE, is_classic_folder
+
+    if is_classic_folder(folder):
+        raise TexttuneError(f"{folder / CLASSIC_FILE}: a closed-form model (a classic baseline or SetFit) has "
+                            "no transformers or ONNX form; use it with texttune.load, texttune predict or "
+                            "texttune serve")
 
 
 def whole_model(folder: Path):

@@ -169,6 +169,20 @@ def _run_max_length(run_dir: Path) -> int | None:
         return int(value) if value is not None else None
 
 
+class FittedPredictor(BasePredictor):
+    """A closed-form model (a classic baseline or SetFit, ``models/classic.py``): it scores raw texts
+    itself (scikit-learn features or its own encoder), so there is no tokenizer batch to build here."""
+
+    backend = "torch"  # what `--backend` names: the default path, not an ONNX export
+
+    def __init__(self, model) -> None:
+        super().__init__(None, model.label_names, getattr(model.cfg, "max_chars", 0), model.temperature)
+        self.model = model
+
+    def logits(self, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.model.logits(list(texts), text_pairs)))
+
+
 BACKENDS = ("torch", "onnx")
 
 
@@ -182,6 +196,14 @@ def load(path: str | Path, device: str | None = None, backend: str | None = None
 
     if backend is not None and backend not in BACKENDS:
         raise TexttuneError(f"backend '{backend}': choose one of {', '.join(BACKENDS)}")
+    fitted = _fitted_folder(path)
+    if fitted is not None:
+        from texttune.models.classic import CLASSIC_FILE, load_fitted
+
+        if backend == "onnx":
+            raise TexttuneError(f"{fitted}: a closed-form model ({fitted / CLASSIC_FILE}), which runs with the "
+                                "torch backend only (there is no ONNX export of it)")
+        return FittedPredictor(load_fitted(fitted))
     is_onnx = onnx_backend.is_onnx_export(path)
     if backend == "onnx" or (backend is None and is_onnx):
         return onnx_backend.OnnxPredictor.from_path(path, device)
@@ -189,6 +211,17 @@ def load(path: str | Path, device: str | None = None, backend: str | None = None
         raise TexttuneError(f"{path}: an ONNX export (model.onnx), not a PyTorch model; it runs with the onnx "
                             "backend (predict and serve --backend onnx); texttune evaluate needs the run")
     return Predictor.from_path(path, device)
+
+
+def _fitted_folder(path: str | Path) -> Path | None:
+    """The model folder of a run of a closed-form family, or None."""
+    from texttune.models.classic import is_classic_folder
+
+    try:
+        folder = model_dir_of(path)
+    except TexttuneError:
+        return None
+    return folder if is_classic_folder(folder) else None
 
 
 def align_labels(ds, model_labels: list[str]) -> None:
@@ -230,6 +263,15 @@ def evaluate_saved(path: str | Path, data_cfg, split: str = "test") -> dict[str,
     bad = frame["label"] < 0
     if bad.any():
         raise TexttuneError(f"{ds.where(split)}: {int(bad.sum())} rows have a missing or unknown label")
+    if isinstance(predictor, FittedPredictor):  # scores raw texts: no token ids to evaluate over
+        from texttune.evaluation.evaluate import metrics_of_logits
+
+        pairs = frame["text_pair"].astype(str).tolist() if "text_pair" in frame.columns else None
+        logits = predictor.logits(frame["text"].astype(str).tolist(), pairs)
+        metrics = metrics_of_logits(logits, frame["label"].to_numpy(), predictor.label_names, frame.index.to_numpy())
+        metrics.pop("worst", None)
+        metrics["dataset"], metrics["split"] = ds.name, split
+        return metrics
     windows = predictor.long_text  # a windowed model is evaluated per document, as in its run
     window_args = {"stride": windows.stride, "max_windows": windows.max_windows} if windows else {}
     encoded = encode_frame(frame, predictor.tokenizer, predictor.max_length, **window_args)

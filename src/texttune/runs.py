@@ -142,13 +142,20 @@ def param_counts(model) -> dict[str, Any]:
     return {"trainable": trainable, "total": total, "trainable_pct": round(100.0 * trainable / max(total, 1), 4)}
 
 
+# What makes a folder a model folder: a Hugging Face config, or a closed-form model's record
+# (models/classic.py CLASSIC_FILE: the classic baselines and SetFit).
+MODEL_MARKERS = ("config.json", "classic.json")
+
+
 def model_dir_of(path: str | Path) -> Path:
     """A run directory's ``model/`` folder, or a model folder itself."""
     path = Path(path)
-    if (path / MODEL / "config.json").is_file():
-        return path / MODEL
-    if (path / "config.json").is_file():
-        return path
+    for marker in MODEL_MARKERS:
+        if (path / MODEL / marker).is_file():
+            return path / MODEL
+    for marker in MODEL_MARKERS:
+        if (path / marker).is_file():
+            return path
     if not path.exists():
         raise TexttuneError(f"{path}: no such run directory")
     raise TexttuneError(f"{path}: no trained model here (expected {path / MODEL / 'config.json'})")

@@ -106,3 +106,24 @@ def test_compare_marks_models_that_do_not_beat_the_best_baseline(files, tmp_path
     assert vs["significantly_better"] is False and vs["delta"] < 0  # one step at lr 1e-5 learns nothing
     markdown = next((tmp_path / "out").rglob("leaderboard.md")).read_text()
     assert "**not significantly better**" in markdown and "classic baseline" in markdown
+
+
+def test_a_classic_run_predicts_evaluates_and_refuses_export(tfidf_run, files, tmp_path, run_cli):
+    import texttune
+
+    model = texttune.load(tfidf_run)
+    frame_texts = [line.split(",")[0] for line in files["test"].read_text().splitlines()[1:]]
+    predicted = [model.label_names.index(p["label"]) for p in model.predict(frame_texts)]
+    assert predicted == runs.read_json(tfidf_run, runs.TEST_PREDICTIONS)["predicted"]
+    scores = model.predict(["a wonderful moving film"], top_k=2)[0]
+    assert scores["label"] == "pos" and len(scores["top_k"]) == 2
+    code, out, err = run_cli("predict", tfidf_run, "--text", "a dull boring plot")
+    assert code == 0 and "neg" in out, err
+    code, out, err = run_cli("evaluate", tfidf_run, "--data", files["test"], "--split", "test")
+    assert code == 0, err
+    accuracy = runs.read_json(tfidf_run, runs.METRICS)["test"]["accuracy"]
+    assert f"accuracy: {accuracy:.4f}" in out  # the same test file scores as in the run
+    code, out, err = run_cli("export", tfidf_run, tmp_path / "exported")
+    assert code != 0 and "closed-form model" in out + err and not (tmp_path / "exported").exists()
+    code, out, err = run_cli("predict", tfidf_run, "--text", "x", "--backend", "onnx")
+    assert code != 0 and "torch backend only" in out + err and "Traceback" not in out + err
