@@ -1,4 +1,4 @@
-"""CPU inference of one trained run, four ways, side by side in one process:
+"""CPU inference of one trained run, four ways (five variants), side by side in one process:
 
 - ``pipeline``: ``transformers.pipeline("text-classification")`` on the run's standalone export
   (``texttune export --format hf``: ``BertForSequenceClassification`` for MiniLM with cls pooling and a tanh
@@ -15,7 +15,8 @@ batches of 32 (texts/s, median and best over rounds). Rounds interleave the vari
 change of machine load hits each; torch and onnxruntime get the same thread count. Accuracy: the run's
 test split at the run's own max_length.
 
-    python -m bench.inference RUN_DIR --threads 2 --rounds 10 --json bench/results/<date>-cpu-inference.json
+    python -m bench.inference RUN_DIR --threads 1 --rounds 20 --json bench/results/<date>-cpu-inference-1thread.json
+    python -m bench.inference RUN_DIR --threads 2 --rounds 30 --json bench/results/<date>-cpu-inference.json
 """
 
 from __future__ import annotations

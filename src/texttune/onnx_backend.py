@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from texttune.errors import TexttuneError
-from texttune.predict import BasePredictor, Predictor, check_padding, model_max_length
+from texttune.predictors import BasePredictor, Predictor, check_padding, model_max_length
 from texttune.runs import model_dir_of
 
 ONNX_MODEL = "model.onnx"
@@ -386,7 +386,7 @@ def _run_dataset(run_dir: Path, label_names: list[str]):
 
     from texttune.config import DataConfig
     from texttune.data.load import prepare_data
-    from texttune.predict import align_labels
+    from texttune.predictors import align_labels
     from texttune.runs import read_run_config
 
     section = read_run_config(run_dir).get("data") or {}
