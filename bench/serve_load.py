@@ -10,8 +10,8 @@
    of B (``logits`` per batch, without predict's sort of all texts by length): what length sorting alone
    is worth, since a server cannot sort texts that have not arrived yet.
 2. The server: ``texttune serve RUN --port 0 --max-batch-size B --max-wait-ms W`` in a subprocess; its RSS
-   is read (psutil) when /health first answers, after ``--warmup`` seconds of untimed load, and at the
-   end of the timed load; the CPU time of its threads (the event loop apart) over the timed load; its
+   is read (psutil) when /health first answers, after ``--warmup`` seconds of untimed load, every 5 s of
+   the timed load and at its end; the CPU time of its threads (the event loop apart) over the timed load; its
    /info counters before and after (batches, inputs, the model thread's busy time).
 3. The load: C asyncio clients (one httpx.AsyncClient, keep-alive, one connection each), each sending
    one TREC test text per request (``{"inputs": text}``), the next as soon as the last is answered, for D
@@ -102,10 +102,11 @@ def _timed(function, texts: int, passes: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- 2. the server
 
 
-def start_server(run: Path, log_path: Path, options: list[str]) -> tuple[subprocess.Popen, str]:
+def start_server(run: Path, log_path: Path, options: list[str],
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "texttune.cli", "serve", str(run), "--port", "0", *options]
     with log_path.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 180
     import httpx
 
@@ -146,10 +147,13 @@ def cpu_seconds(pid: int) -> dict[str, float]:
 # ---------------------------------------------------------------------------- 3. the load
 
 
-async def load(url: str, texts: list[str], labels: int, clients: int, seconds: float) -> dict[str, Any]:
+async def load(url: str, texts: list[str], labels: int, clients: int, seconds: float,
+               pid: int | None = None) -> dict[str, Any]:
+    """``pid``: the server's, to sample its RSS every 5 s meanwhile (``rss_mb_every_5_s``)."""
     import httpx
 
     latencies: list[float] = []
+    samples: list[float] = []
     errors: dict[str, int] = {}
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -171,9 +175,14 @@ async def load(url: str, texts: list[str], labels: int, clients: int, seconds: f
             else:
                 errors[problem] = errors.get(problem, 0) + 1
 
+    async def sample_rss() -> None:
+        while pid is not None and time.perf_counter() < stop:
+            await asyncio.sleep(min(5.0, max(0.0, stop - time.perf_counter())))
+            samples.append(rss_mb(pid))
+
     async with httpx.AsyncClient(limits=limits, timeout=60) as session:
         tic = time.perf_counter()
-        await asyncio.gather(*(client(k, session) for k in range(clients)))
+        await asyncio.gather(sample_rss(), *(client(k, session) for k in range(clients)))
         elapsed = time.perf_counter() - tic
     latencies.sort()
 
@@ -184,7 +193,8 @@ async def load(url: str, texts: list[str], labels: int, clients: int, seconds: f
             "ok": len(latencies), "errors": sum(errors.values()), "error_kinds": errors,
             "requests_per_s": round(len(latencies) / elapsed, 1),
             "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99),
-                           "max": round(1000 * latencies[-1], 1) if latencies else 0.0}}
+                           "max": round(1000 * latencies[-1], 1) if latencies else 0.0},
+            **({"rss_mb_every_5_s": samples} if pid is not None else {})}
 
 
 # ---------------------------------------------------------------------------- the whole benchmark
@@ -200,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads, server and baseline (default: torch's)")
     parser.add_argument("--baseline-passes", type=int, default=3)
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="an environment variable for the server process only (repeatable), e.g. "
+                             "MALLOC_MMAP_THRESHOLD_=131072")
     parser.add_argument("--note", default="")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -222,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     options = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
     options += ["--num-threads", str(args.threads)] if args.threads else []
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-load-{os.getpid()}.log"
-    process, url = start_server(run, log_path, options)
+    server_env = dict(item.split("=", 1) for item in args.server_env)
+    process, url = start_server(run, log_path, options, server_env)
     try:
         import httpx
 
@@ -233,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         rss["after_warmup"] = rss_mb(process.pid)
         print(f"load: {args.clients} clients for {args.duration:g} s against {url}")
         cpu_before, stats_before = cpu_seconds(process.pid), httpx.get(f"{url}/info", timeout=10).json()["stats"]
-        served = asyncio.run(load(url, texts, labels, args.clients, args.duration))
+        served = asyncio.run(load(url, texts, labels, args.clients, args.duration, process.pid))
         cpu_after = cpu_seconds(process.pid)
         rss["end"] = rss_mb(process.pid)
         cpu = {key: round((cpu_after[key] - cpu_before[key]) / served["seconds"], 3) for key in cpu_after}
@@ -266,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         "run": str(run),
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "cpu_cores_busy_during_load": cpu,  # CPU seconds per second of timed load
-        "server": {"options": options, "exit_code": code, "rss_mb": rss, "rss_growth": growth,
+        "server": {"options": options, "env": server_env, "exit_code": code, "rss_mb": rss, "rss_growth": growth,
                    "tracebacks_in_log": log.count("Traceback"),
                    "timed_batches": timed["batches"],
                    "timed_mean_batch_inputs": round(timed["inputs"] / max(timed["batches"], 1), 2),
@@ -277,6 +291,10 @@ def main(argv: list[str] | None = None) -> None:
         "in_process": base,
         "served": served,
         "served_over_in_process": round(ratio, 3),
+        # against the same batches without predict's global length sort (what a server can do at best)
+        "served_over_in_process_arrival_order": round(
+            served["requests_per_s"] / ((base["before"]["arrival_order"]["texts_per_s"]
+                                         + base["after"]["arrival_order"]["texts_per_s"]) / 2), 3),
         # the same comparison per CPU-second (server: all its threads), which the machine's other load moves less
         "served_over_in_process_per_cpu_s": round(served["inputs_per_server_cpu_s"] / base["texts_per_cpu_s"], 3),
         "targets": {"throughput_ratio_at_least": 0.8, "rss_growth_pct_below": 10, "errors": 0,

@@ -169,7 +169,10 @@ def test_a_batch_gets_one_list_per_input_in_order(server, predictor):
 
 
 def test_pairs_alone_and_mixed_with_single_texts(server, predictor):
-    pair = server.post({"inputs": ["a moving story", "i loved it"]}).json()  # a flat pair: one input
+    two = server.post({"inputs": ["a moving story", "i loved it"]}).json()  # a flat list: a batch of texts
+    assert len(two) == 2 and scores(two[1]) == pytest.approx(expected_probabilities(predictor, ["i loved it"])[0],
+                                                             abs=1e-5)
+    (pair,) = server.post({"inputs": [["a moving story", "i loved it"]]}).json()  # a pair: [[a, b]]
     assert isinstance(pair[0], dict)
     assert scores(pair) == pytest.approx(expected_probabilities(predictor, ["a moving story"], ["i loved it"])[0],
                                          abs=1e-5)
@@ -244,7 +247,7 @@ BAD_BODIES = {
     "inputs-a-number": (b'{"inputs": 5}', 422, "inputs: expected a string"),
     "inputs-null": (b'{"inputs": null}', 422, "inputs: expected a string"),
     "inputs-numbers": (b'{"inputs": [1, 2]}', 422, "inputs[0]: expected"),
-    "inputs-three-strings": (b'{"inputs": ["a", "b", "c"]}', 422, "a batch is a list of lists"),
+    "inputs-three-in-a-pair": (b'{"inputs": [["a", "b", "c"]]}', 422, "expected one text [a] or a pair [a, b]"),
     "inputs-mixed": (b'{"inputs": [["a"], "b"]}', 422, "inputs[1]: expected a list"),
     "inputs-object": (b'{"inputs": {"text": "a"}}', 422, "inputs: expected"),
     "empty-list": (b'{"inputs": []}', 422, "the batch is empty"),
@@ -457,6 +460,31 @@ def test_an_onnx_export_is_served_by_onnxruntime(run_dir, tmp_path):
     for got, row_logits in zip(rows, onnx.logits(TEXTS).tolist()):
         assert scores(got) == pytest.approx(dict(zip(onnx.label_names, row_logits)), abs=1e-5)
     assert scores(probabilities) == pytest.approx(expected_probabilities(onnx, TEXTS[2:3])[0], abs=1e-5)
+
+
+def test_a_closed_form_model_is_served_without_a_token_limit(tmp_path):
+    """A classic baseline reads raw texts (no tokenizer): no length refusal, the same scores as predict."""
+    from texttune.cli import main
+
+    words = [("wonderful", "pos"), ("great", "pos"), ("moving", "pos"), ("dull", "neg"), ("boring", "neg"),
+             ("awful", "neg")]
+    rows = [f"a {word} {noun},{label}" for word, label in words for noun in ("film", "story", "plot", "cast")]
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    code = main(["run", "--set", "model.name=tfidf_lr", "--set", "model.min_df=1", "--set", "model.cv_folds=2",
+                 *(arg for split in ("train", "validation", "test")
+                   for arg in ("--set", f"data.{split}_file={data}")), "--set", f"output_dir={tmp_path / 'runs'}"])
+    assert code == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    model = texttune.load(run)
+    with running_server(run, tmp_path / "server.log") as srv:
+        info = srv.info()
+        long_text = srv.post({"inputs": LONG})  # no max_length: nothing to truncate or refuse
+        rows_ = srv.post({"inputs": [["a wonderful plot"], ["a boring cast"]]}).json()
+    assert info["max_length"] is None and info["labels"] == model.label_names
+    assert long_text.status_code == 200, long_text.text
+    want = expected_probabilities(model, ["a wonderful plot", "a boring cast"])
+    assert [scores(r) for r in rows_] == [pytest.approx(w, abs=1e-5) for w in want]
 
 
 # --------------------------------------------------------------------------- the command's own errors

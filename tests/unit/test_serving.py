@@ -126,8 +126,9 @@ def test_a_full_batch_does_not_wait():
 
 @pytest.mark.parametrize(("inputs", "expected"), [
     ("a text", ([("a text", None)], False)),
-    (["a text"], ([("a text", None)], False)),
-    (["a", "b"], ([("a", "b")], False)),
+    (["a text"], ([("a text", None)], True)),
+    (["a", "b", "c"], ([("a", None), ("b", None), ("c", None)], True)),
+    ([["a", "b"]], ([("a", "b")], True)),
     ([["a"], ["b", "c"]], ([("a", None), ("b", "c")], True)),
 ])
 def test_inputs_forms_of_text_embeddings_inference(inputs, expected):
@@ -135,9 +136,9 @@ def test_inputs_forms_of_text_embeddings_inference(inputs, expected):
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ({"inputs": 5}, "inputs: expected a string, a pair of strings [a, b], or a batch"),
+    ({"inputs": 5}, "inputs: expected a string, a batch of strings [a, b, ...], or a batch"),
     ({"inputs": []}, "inputs: the batch is empty"),
-    ({"inputs": ["a", "b", "c"]}, "got 3 strings (a batch is a list of lists"),
+    ({"inputs": ["a", ["b"]]}, "inputs[1]: expected a string, got a list"),
     ({"inputs": [["a"], ["b", "c", "d"]]}, "inputs[1]: expected one text [a] or a pair [a, b], got 3 strings"),
     ({"inputs": [["a"], [7]]}, "inputs[1][0]: expected a string, got a number"),
     ({"inputs": "\t "}, "inputs: empty text"),

@@ -2,9 +2,10 @@
 
 ``create_app(predictor, settings, model)`` builds it around a loaded predictor; ``server.serve`` runs it.
 Every refusal is ``{"error": message, "error_type": kind}`` (text-embeddings-inference's shape): 413 for
-too much (inputs, bytes), 422 for a body that is not a valid request, 429 when too many inputs wait, 404
-and 405 for other paths and methods. Anything unexpected is logged with its traceback and answered 500
-with a generic message: no traceback reaches a client.
+too much (inputs, bytes), 422 for a body that is not a valid request, 415 for one not sent as JSON, 400
+for one that cannot be read, 429 when too many inputs wait, 404 and 405 for other paths and methods.
+Anything unexpected is logged with its traceback and answered 500 with a generic message: no traceback
+reaches a client.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from texttune.serving.errors import ServeError
 from texttune.serving.page import CONTENT_SECURITY_POLICY, PAGE
 from texttune.serving.schema import ErrorResponse, Health, Info, PredictRequest, PredictResponse, sequences
 from texttune.serving.scoring import Scorer, Work
-from texttune.serving.server import Settings
+from texttune.serving.settings import Settings
 
 logger = logging.getLogger("texttune.serve")
 
@@ -51,7 +52,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def create_app(predictor, settings: Settings, model: str | Path, backend: str = "torch") -> FastAPI:
     scorer = Scorer(predictor, settings.max_batch_size)
     batcher = MicroBatcher(scorer, settings.max_batch_size, settings.max_wait_ms, settings.max_queued_inputs)
-    info = _static_info(predictor, settings, model, backend)
+    info = _static_info(predictor, settings, model, backend, scorer.max_tokens)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -106,7 +107,8 @@ def create_app(predictor, settings: Settings, model: str | Path, backend: str = 
     return app
 
 
-def _static_info(predictor, settings: Settings, model: str | Path, backend: str) -> dict[str, Any]:
+def _static_info(predictor, settings: Settings, model: str | Path, backend: str,
+                 max_tokens: int | None) -> dict[str, Any]:
     import torch
     import transformers
 
@@ -128,7 +130,7 @@ def _static_info(predictor, settings: Settings, model: str | Path, backend: str)
         "backend": backend,
         "device": str(predictor.device) if getattr(predictor, "device", None) is not None else None,
         "labels": list(predictor.label_names),
-        "max_length": int(predictor.max_length),
+        "max_length": max_tokens,
         "temperature": float(temperature) if temperature else None,
         "scores": ("probabilities: softmax(logits / temperature), the run's fitted temperature (as texttune "
                    "predict); logits with raw_scores") if temperature else

@@ -88,6 +88,10 @@ class MicroBatcher:
         belongs to the thread that will use it; glibc gives each thread its own arena)."""
         return self._executor.submit(function, *args).result()
 
+    def stop_model_thread(self) -> None:
+        """Before serving started (the address could not be bound): end the thread the warm-up started."""
+        self._executor.shutdown(wait=True)
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._collect(), name="texttune-batcher")
 

@@ -72,8 +72,9 @@ async function loadInfo() {
     const info = await (await fetch("info")).json();
     $("title").textContent = info.model_name;
     const temperature = info.temperature ? `, temperature ${info.temperature.toFixed(3)}` : "";
-    $("model").textContent = `${info.labels.length} labels: ${info.labels.join(", ")} · max ${info.max_length} ` +
-      `tokens · ${info.backend} backend${temperature}`;
+    const limit = info.max_length ? `max ${info.max_length} tokens` : "raw texts";
+    $("model").textContent = `${info.labels.length} labels: ${info.labels.join(", ")} · ${limit} · ` +
+      `${info.backend} backend${temperature}`;
   } catch (e) {
     $("model").textContent = "could not read /info";
   }
@@ -85,7 +86,7 @@ function inputsFromForm() {
     const lines = text.split("\\n").filter((line) => line.trim() !== "");
     return {inputs: lines.map((line) => pair.trim() ? [line, pair] : [line]), shown: lines};
   }
-  return {inputs: pair.trim() ? [text, pair] : text, shown: [text]};
+  return {inputs: pair.trim() ? [[text, pair]] : [text], shown: [text]};
 }
 
 function render(rows, shown, raw) {
@@ -126,7 +127,7 @@ async function classify() {
       $("error").textContent = `${response.status}: ${body.error}`;
       return;
     }
-    render($("lines").checked ? body : [body], shown, raw);
+    render(body, shown, raw);  // the request is always a batch: one list of labels per text
   } catch (e) {
     $("error").textContent = `request failed: ${e}`;
   } finally {

@@ -1,9 +1,9 @@
 """The HTTP API's request and response bodies: text-embeddings-inference's ``/predict`` schema.
 
-``inputs`` is, as in TEI, a string (one text), a list of one or two strings (one text, or one pair of
-texts), or a batch: a list of such lists (``[["a"], ["b", "c"]]``). A flat list is never a batch:
-``["a", "b"]`` is the pair (a, b), and ``["a", "b", "c"]`` is refused with a message naming the batch
-form. The declared types give the OpenAPI schema; ``_parse_inputs`` does the validation itself, so that
+``inputs`` is a string (one text: the answer is one list of labels), a flat list of strings (a batch of
+texts: a list of lists), or a list of lists (a batch of texts and pairs, TEI's batch form
+``[["a"], ["b", "c"]]``). Unlike TEI, a flat list of exactly two strings is a batch of two texts, not a
+pair: every flat list means the same thing; a pair is written ``[["a", "b"]]``. The declared types give the OpenAPI schema; ``_parse_inputs`` does the validation itself, so that
 every refusal is one short sentence naming the input (and never echoes a megabyte of text back).
 """
 
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, WrapVa
 from pydantic_core import PydanticCustomError
 
 Sequence = Annotated[list[str], Field(min_length=1, max_length=2, description="One text, or a pair [a, b]")]
-INPUTS_FORMS = "a string, a pair of strings [a, b], or a batch [[a], [b, c], ...]"
+INPUTS_FORMS = "a string, a batch of strings [a, b, ...], or a batch of texts and pairs [[a], [b, c], ...]"
 
 
 def _refuse(message: str) -> PydanticCustomError:
@@ -51,15 +51,15 @@ def _parse_inputs(value: Any, _handler) -> Any:
         raise _refuse(f"inputs: expected {INPUTS_FORMS}; got {_json_type(value)}")
     if not value:
         raise _refuse("inputs: the batch is empty")
-    if isinstance(value[0], str):  # one text or one pair, not a batch
-        if len(value) > 2:
-            raise _refuse(f"inputs: a list of strings is one input, a text [a] or a pair [a, b]; got "
-                          f"{len(value)} strings (a batch is a list of lists: [[a], [b], ...])")
-        for i, text in enumerate(value):
-            _check_text(text, f"inputs[{i}]")
-        return value
+    # A flat list of strings is a batch of texts ([a, b, c]); a list of lists is a batch of texts and
+    # pairs ([[a], [b, c]], text-embeddings-inference's batch form). TEI itself reads a flat list of
+    # exactly two strings as one pair; texttune reads every flat list the same way, as a batch, so
+    # ["a", "b"] never silently means something other than ["a", "b", "c"] (docs/design.md, "Serving").
     for i, item in enumerate(value):
-        _check_sequence(item, f"inputs[{i}]")
+        if isinstance(value[0], str):
+            _check_text(item, f"inputs[{i}]")
+        else:
+            _check_sequence(item, f"inputs[{i}]")
     return value
 
 
@@ -72,10 +72,11 @@ def _json_type(value: Any) -> str:
 Inputs = Annotated[
     str | Sequence | Annotated[list[Sequence], Field(min_length=1, description="A batch")],
     WrapValidator(_parse_inputs),
-    Field(description="One text, a pair of texts [a, b], or a batch of texts and pairs [[a], [b, c], ...] "
-                      "(as text-embeddings-inference). A flat list of strings is one input, not a batch.",
-          examples=["what is the capital of france?", ["a question", "its context"],
-                    [["first text"], ["second text"]]]),
+    Field(description="One text (answer: one list of labels), a batch of texts [a, b, ...], or a batch of "
+                      "texts and pairs [[a], [b, c], ...] (answer: a list of lists, in order). A flat list "
+                      "of strings is always a batch of texts; a pair is written [[a, b]].",
+          examples=["what is the capital of france?", ["first text", "second text"],
+                    [["a question", "its context"]], [["first text"], ["a question", "its context"]]]),
 ]
 
 
@@ -98,7 +99,7 @@ def sequences(inputs: Any) -> tuple[list[tuple[str, str | None]], bool]:
     if isinstance(inputs, str):
         return [(inputs, None)], False
     if isinstance(inputs[0], str):
-        return [(inputs[0], inputs[1] if len(inputs) == 2 else None)], False
+        return [(text, None) for text in inputs], True
     return [(item[0], item[1] if len(item) == 2 else None) for item in inputs], True
 
 
@@ -134,7 +135,9 @@ class Info(BaseModel):
     backend: str
     device: str | None
     labels: list[str]
-    max_length: int = Field(description="Tokens per input (text + pair); longer needs truncate: true")
+    max_length: int | None = Field(description="Tokens per input (text + pair); longer needs truncate: true. "
+                                               "null: a closed-form model, which reads raw texts (and cuts "
+                                               "them itself)")
     temperature: float | None = Field(description="The run's fitted temperature, or null")
     scores: str = Field(description="What score means")
     limits: Limits

@@ -33,9 +33,13 @@ class Scorer:
         self.labels = list(predictor.label_names)
         temperature = getattr(predictor, "temperature", None)
         self.temperature = float(temperature) if temperature else None
+        # A closed-form model (a classic baseline, SetFit) has no tokenizer here: it reads raw texts and cuts
+        # them itself, so there is no token limit to check.
+        self.max_tokens: int | None = predictor.max_length if getattr(predictor, "tokenizer", None) else None
 
     def __call__(self, works: list[Work]) -> list[list[list[dict]] | ServeError]:
-        outcomes: list = [None if work.truncate else self._too_long(work) for work in works]
+        outcomes: list = [None if work.truncate or self.max_tokens is None else self._too_long(work)
+                          for work in works]
         live = [i for i, outcome in enumerate(outcomes) if outcome is None]
         flat = [seq for i in live for seq in works[i].sequences]
         logits = self._logits(flat) if flat else torch.empty((0, len(self.labels)))  # (N, C)
@@ -58,14 +62,14 @@ class Scorer:
             with torch.inference_mode():
                 for tensor in model.state_dict().values():
                     tensor.sum()
-        words = min(self.predictor.max_length, 512) // 2  # "warm up": two tokens a repeat; truncated
+        words = min(self.max_tokens or 512, 512) // 2  # "warm up": two tokens a repeat; truncated
         for size, repeats in ((1, 1), (batch_size, 1), (batch_size, words), (max(1, batch_size // 2), 16),
                               (1, words)):
             self([Work([("warm up " * repeats, None)] * size, truncate=True, raw_scores=False, batch=True)])
 
     def _too_long(self, work: Work) -> ServeError | None:
         """TEI's answer to an input over the limit without truncate: 422, naming the input."""
-        limit = self.predictor.max_length
+        limit = self.max_tokens
         for i, length in enumerate(self._lengths(work.sequences)):
             if length > limit:
                 where = f"inputs[{i}]" if work.batch else "inputs"

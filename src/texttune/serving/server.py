@@ -17,10 +17,10 @@ import signal
 import socket
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from texttune.errors import TexttuneError
+from texttune.serving.settings import Settings  # noqa: F401  (texttune serve options; importable from here)
 
 logger = logging.getLogger("texttune.serve")
 
@@ -39,27 +39,6 @@ LOG_CONFIG = {
         "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},  # AccessLog writes ours
     },
 }
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How the server batches and what it accepts (``texttune serve`` options)."""
-
-    max_batch_size: int = 32
-    max_wait_ms: float = 5.0
-    max_inputs: int = 1000
-    max_body_bytes: int = 1 << 20
-    max_queued_inputs: int = 16_000
-
-    def check(self) -> None:
-        for name in ("max_batch_size", "max_inputs", "max_body_bytes", "max_queued_inputs"):
-            if getattr(self, name) < 1:
-                raise TexttuneError(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.max_wait_ms <= 10_000:
-            raise TexttuneError(f"--max-wait-ms: must be between 0 and 10000, got {self.max_wait_ms}")
-        if self.max_queued_inputs < self.max_inputs:
-            raise TexttuneError(f"--max-queued-inputs ({self.max_queued_inputs}) must be at least --max-inputs "
-                                f"({self.max_inputs})")
 
 
 def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8080, backend: str | None = None,
@@ -83,9 +62,13 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8080, backend:
     app = create_app(predictor, settings, model, getattr(predictor, "backend", None) or backend or "torch")
     start = time.perf_counter()
     app.state.batcher.run_in_model_thread(app.state.scorer.warm_up, settings.max_batch_size)
-    logger.info("model loaded: %d labels, max_length %d; warm-up %.0f ms", len(predictor.label_names),
-                predictor.max_length, 1000 * (time.perf_counter() - start))
-    sock = _bind(host, port)
+    logger.info("model loaded: %d labels, max_length %s; warm-up %.0f ms", len(predictor.label_names),
+                app.state.scorer.max_tokens or "none (raw texts)", 1000 * (time.perf_counter() - start))
+    try:
+        sock = _bind(host, port)
+    except TexttuneError:
+        app.state.batcher.stop_model_thread()
+        raise
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", server_header=False,
                             timeout_graceful_shutdown=max(1, round(drain_timeout_s)))
     server = uvicorn.Server(config)
