@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,8 @@ import torch
 from torch import nn
 
 from texttune.errors import TexttuneError
-from texttune.predictors import BasePredictor, Predictor, check_padding, model_max_length
+from texttune.models.long_text import windows_of
+from texttune.predictors import BasePredictor, Predictor, check_padding, model_max_length, thresholds_of
 from texttune.runs import model_dir_of
 
 ONNX_MODEL = "model.onnx"
@@ -122,7 +124,12 @@ class OnnxPredictor(BasePredictor):
         if unknown:
             raise TexttuneError(f"{folder / ONNX_MODEL}: inputs {unknown} are not a texttune export's "
                                 f"({', '.join(INPUTS)})")
-        return cls(session, tokenizer, labels, max_length, config.get("texttune_temperature"))
+        predictor = cls(session, tokenizer, labels, max_length, config.get("texttune_temperature"))
+        # The exported config is the model's own: a multi-label model's thresholds and a windowed
+        # model's long_text setting apply here as in the torch backend.
+        view = SimpleNamespace(**config)
+        predictor.thresholds, predictor.long_text = thresholds_of(view, labels), windows_of(view)
+        return predictor
 
     def _forward(self, batch) -> torch.Tensor:
         ids = np.asarray(batch["input_ids"], dtype=np.int64)

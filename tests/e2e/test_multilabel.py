@@ -195,3 +195,17 @@ def test_classic_baselines_refuse_label_sets(tmp_path, data_dir):
         run_experiment(load_config(None, [f"output_dir={tmp_path}", f"data.train_file={data}",
                                           f"data.validation_file={data}", "data.multi_label=true",
                                           "data.min_rows_per_label=0", "model.name=tfidf_lr"]))
+
+
+def test_the_onnx_backend_returns_the_same_label_sets(finished, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from texttune.onnx_backend import export_onnx
+    from texttune.predict import load
+
+    export_onnx(finished.run_dir, tmp_path / "onnx")
+    texts = [text for text, _ in ROWS]
+    torch_sets = load(finished.run_dir).predict(texts)
+    onnx_sets = load(tmp_path / "onnx", backend="onnx").predict(texts)
+    assert [p["labels"] for p in onnx_sets] == [p["labels"] for p in torch_sets]
+    for a, b in zip(onnx_sets, torch_sets):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-4)
