@@ -112,8 +112,8 @@ def test_parallel_must_be_positive_and_callbacks_stay_in_process(tmp_path, toy):
         run_comparison(spec, callbacks=[object()], parallel=2)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is installed: no message to check")
-def test_executor_ray_without_ray_names_the_extra(tmp_path, toy, run_cli):
+def test_executor_ray_without_ray_names_the_extra(tmp_path, toy, run_cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, installed or not
     assert_error(run_cli("compare", write_spec(tmp_path, toy), "--executor", "ray"),
                  "--executor ray needs the ray package: pip install 'texttune[ray]'")
 
