@@ -279,24 +279,31 @@ class _SentenceEncoder:
         self.model = load_pretrained(AutoModel, source, name=cfg.path).eval()
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        import torch
+        return embed_texts(self.model, self.tokenizer, texts, pooling=self.cfg.pooling, max_tokens=self.cfg.max_tokens,
+                           batch_size=self.cfg.batch_size, normalize=self.cfg.normalize)
 
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(texts), self.cfg.batch_size):
-                idx = order[start: start + self.cfg.batch_size]
-                batch = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.cfg.max_tokens,
-                                       padding=True, return_tensors="pt")
-                hidden = self.model(**batch).last_hidden_state
-                if self.cfg.pooling == "cls":
-                    vectors = hidden[:, 0]
-                else:
-                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                    vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-                if self.cfg.normalize:
-                    vectors = torch.nn.functional.normalize(vectors, dim=-1)
-                out[idx] = vectors.float().numpy()
-        return out
+
+def embed_texts(model, tokenizer, texts: list[str], *, pooling: str, max_tokens: int, batch_size: int,
+                normalize: bool, device: str = "cpu") -> np.ndarray:
+    """(N, hidden) sentence embeddings of a Hugging Face encoder: eval mode, no gradient, batched by
+    length, pooled over real tokens (``models.pooling``), optionally L2-normalised (the embedding probe
+    and SetFit's head both read these)."""
+    import torch
+
+    from texttune.models.pooling import pool
+
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            idx = order[start: start + batch_size]
+            batch = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_tokens, padding=True,
+                              return_tensors="pt").to(device)
+            vectors = pool(model(**batch).last_hidden_state, batch["attention_mask"], pooling)
+            if normalize:
+                vectors = torch.nn.functional.normalize(vectors, dim=-1)
+            out[idx] = vectors.float().cpu().numpy()
+    return out
 
 

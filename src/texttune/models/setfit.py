@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from texttune.models.pooling import pool
 from texttune.models.classic import CLASSIC_FILE, CLASSIC_WEIGHTS, FITTED_FAMILIES, FORMAT, _ClassicConfig
 from texttune.models.registry import MODEL_BUILDERS, MODEL_CONFIGS
 
@@ -84,13 +85,6 @@ def sample_pairs(labels: np.ndarray, num_iterations: int, rng: np.random.Generat
     return np.asarray(first), np.asarray(second), np.asarray(target, dtype=np.float32)
 
 
-def _pool(hidden, mask, pooling: str):
-    if pooling == "cls":
-        return hidden[:, 0]
-    mask = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-
-
 def _optimizer(body, cfg: SetFitConfig):
     import torch
 
@@ -123,7 +117,7 @@ def contrastive_fit(body, tokenizer, texts: list[str], labels: np.ndarray, cfg: 
             sides = [texts[i] for i in first[batch]] + [texts[i] for i in second[batch]]
             encoded = tokenizer(sides, truncation=True, max_length=cfg.max_tokens, padding=True,
                                 return_tensors="pt").to(device)
-            vectors = _pool(body(**encoded).last_hidden_state, encoded["attention_mask"], cfg.pooling)
+            vectors = pool(body(**encoded).last_hidden_state, encoded["attention_mask"], cfg.pooling)
             u, v = vectors[: len(batch)], vectors[len(batch):]
             cosine = torch.nn.functional.cosine_similarity(u, v)
             loss = torch.nn.functional.mse_loss(cosine, torch.from_numpy(target[batch]).to(device))
@@ -150,23 +144,12 @@ def pair_loss(body, tokenizer, texts: list[str], first, second, target, cfg: Set
 
 def embed(body, tokenizer, texts: list[str], cfg: SetFitConfig, device: str = "cpu",
           normalize: bool | None = None) -> np.ndarray:
-    """(N, hidden) pooled embeddings, batched by length, in eval mode."""
-    import torch
+    """(N, hidden) pooled embeddings, batched by length, in eval mode (the embedding probe's code)."""
+    from texttune.models.classic_model import embed_texts
 
-    normalize = cfg.normalize if normalize is None else normalize
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    out = np.zeros((len(texts), body.config.hidden_size), dtype=np.float32)
-    body.eval()
-    with torch.inference_mode():
-        for start in range(0, len(texts), cfg.embed_batch_size):
-            idx = order[start: start + cfg.embed_batch_size]
-            encoded = tokenizer([texts[i] for i in idx], truncation=True, max_length=cfg.max_tokens,
-                                padding=True, return_tensors="pt").to(device)
-            vectors = _pool(body(**encoded).last_hidden_state, encoded["attention_mask"], cfg.pooling)
-            if normalize:
-                vectors = torch.nn.functional.normalize(vectors, dim=-1)
-            out[idx] = vectors.float().cpu().numpy()
-    return out
+    return embed_texts(body, tokenizer, texts, pooling=cfg.pooling, max_tokens=cfg.max_tokens,
+                       batch_size=cfg.embed_batch_size, device=device,
+                       normalize=cfg.normalize if normalize is None else normalize)
 
 
 def _device() -> str:
