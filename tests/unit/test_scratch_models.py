@@ -115,3 +115,34 @@ def test_glove_words_extend_the_vocabulary_after_the_training_words():
 def test_glove_words_need_glove():
     with pytest.raises(TexttuneError, match="model.vocab.glove_words: .* set model.glove=true"):
         build_model(model_cfg("cnn", "model.vocab.glove_words=10"), ["a", "b"], train_texts=TRAIN)
+
+
+def test_transformer_glove_vectors_are_scaled_to_unit_rms_not_sqrt_d_model(tmp_path):
+    """GloVe rows through the projection x sqrt(d_model) were ~5x the sinusoidal positions (word order
+    drowned); auto scales the projected vectors to RMS 1, and the measured factor loads back with the model."""
+    import math
+
+    cfg = model_cfg("transformer", "model.glove=true", "model.embedding_dim=50", "model.d_model=128",
+                    "model.nhead=4")
+    model, tokenizer = build_model(cfg, ["neg", "pos"], train_texts=TRAIN)
+    encoder = model.encoder
+    scale = model.config.encoder["embedding_scale"]
+    assert isinstance(scale, float) and encoder.scale == scale and scale < math.sqrt(128) / 2
+    with torch.no_grad():
+        rms = encoder.token_vectors(torch.arange(len(tokenizer))).pow(2).mean().sqrt().item()
+    assert rms == pytest.approx(1.0, rel=1e-3)
+    model.eval().save_pretrained(tmp_path)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert loaded.encoder.scale == scale
+
+
+def test_transformer_scale_is_sqrt_d_model_without_glove_and_for_models_saved_before_the_key():
+    from texttune.models.transformer import TransformerEncoder
+
+    model, _ = build_model(model_cfg("transformer"), ["neg", "pos"], train_texts=TRAIN)
+    assert model.config.encoder["embedding_scale"] is None and model.encoder.scale == pytest.approx(8 ** 0.5)
+    old = {k: v for k, v in model.config.encoder.items() if k != "embedding_scale"}  # a config.json of before
+    assert TransformerEncoder(old).scale == pytest.approx(8 ** 0.5)
+    fixed, _ = build_model(model_cfg("transformer", "model.glove=true", "model.embedding_dim=50",
+                                     "model.embedding_scale=2.5"), ["neg", "pos"], train_texts=TRAIN)
+    assert fixed.encoder.scale == 2.5

@@ -133,6 +133,12 @@ class TransformerModelConfig(ScratchModelConfig):
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in the encoder layers.")
     positions: Literal["sinusoidal", "learned"] = Field("sinusoidal", description="Position encoding.")
     norm_first: bool = Field(True, description="Pre-LN (true) or post-LN (false) encoder layers.")
+    embedding_scale: float | Literal["auto"] = Field(
+        "auto", description="Factor on the token vectors before the positions are added. auto: unit "
+        "RMS per channel, i.e. sqrt(d_model) for random embeddings (Vaswani et al.) and, with glove, the "
+        "factor that brings the projected GloVe vectors to RMS 1 (sqrt(d_model) would make them ~5x the "
+        "sinusoidal positions and drown word order); measured at build time and saved with the model."
+    )
     pooling: Literal["cls", "mean", "max"] = Field(
         "mean", description="cls uses a <cls> token put first by the word tokenizer; mean/max over real tokens."
     )
@@ -140,6 +146,8 @@ class TransformerModelConfig(ScratchModelConfig):
     def encoder_dict(self, vocab_size: int, pad_id: int) -> dict[str, Any]:
         data = super().encoder_dict(vocab_size, pad_id)
         data["max_length"] = self.max_length + 2  # room for <cls>/<sep> added by the tokenizer
+        if data["embedding_scale"] == "auto":
+            data["embedding_scale"] = None  # sqrt(d_model); build_scratch measures it for GloVe inputs
         return data
 
 
@@ -196,12 +204,28 @@ def build_scratch(cfg: ScratchModelConfig, label_names: list[str], train_texts=N
     model = TexttuneForSequenceClassification(config)
     if cfg.glove:
         config.glove = _init_glove(model, tokenizer)
+        if getattr(cfg, "embedding_scale", None) == "auto":
+            scale = glove_embedding_scale(model.encoder)
+            model.encoder.scale = config.encoder["embedding_scale"] = scale
     if cfg.freeze_embedding:
         model.encoder.embedding.weight.requires_grad_(False)
     return model, tokenizer
 
 
 build_scratch.needs_train_texts = True  # type: ignore[attr-defined]
+
+
+def glove_embedding_scale(encoder) -> float:
+    """The factor that gives the transformer's projected token vectors RMS 1 per channel, as
+    Vaswani et al.'s sqrt(d_model) does for embeddings drawn at std d_model**-0.5. GloVe rows (std ~0.4)
+    through the projection and then x sqrt(128) came out ~5x the sinusoidal positions' RMS (0.71), so
+    attention saw almost no word order (issue 4's closing note)."""
+    import torch
+
+    with torch.no_grad():
+        vectors = encoder.project(encoder.embedding.weight)  # (V, d_model)
+        rms = vectors.pow(2).mean().sqrt().item()
+    return round(1.0 / max(rms, 1e-6), 6)
 
 
 def _init_glove(model, tokenizer) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """A small Transformer encoder trained from scratch.
 
-token embedding (→ Linear to ``d_model`` when ``embedding_dim`` differs, e.g. 50-d GloVe) × sqrt(d_model)
+token embedding (→ Linear to ``d_model`` when ``embedding_dim`` differs, e.g. 50-d GloVe) × ``embedding_scale``
 + positions (sinusoidal or learned) → dropout → ``nn.TransformerEncoder`` (batch_first, key-padding
 mask, pre-LN with a final LayerNorm by default) → ``(B, T, d_model)``. It does not pool: the classifier
 pools with cls/mean/max over real tokens (the tokenizer may put a <cls> token first for ``cls``).
@@ -28,6 +28,10 @@ DEFAULTS: dict[str, Any] = {
     "positions": "sinusoidal",
     "max_length": 512,
     "norm_first": True,
+    # None: sqrt(d_model), Vaswani et al.'s factor for embeddings initialised at std ~d_model**-0.5 (and
+    # what every model saved before this key had). GloVe inputs get a factor measured at build time
+    # (models/scratch.glove_embedding_scale), kept here so the saved model loads with the same one.
+    "embedding_scale": None,
 }
 
 
@@ -79,7 +83,7 @@ class TransformerEncoder(nn.Module):
         self.encoder_config = cfg
         d_model, embedding_dim = int(cfg["d_model"]), int(cfg["embedding_dim"] or cfg["d_model"])
         self.pad_id, self.max_length = int(cfg["pad_id"]), int(cfg["max_length"])
-        self.scale = math.sqrt(d_model)
+        self.scale = float(cfg["embedding_scale"] or math.sqrt(d_model))
         self.embedding = nn.Embedding(cfg["vocab_size"], embedding_dim, padding_idx=self.pad_id)
         self.project = nn.Linear(embedding_dim, d_model) if embedding_dim != d_model else nn.Identity()
         if cfg["positions"] == "learned":
@@ -109,6 +113,10 @@ class TransformerEncoder(nn.Module):
         if hasattr(self, "position"):
             nn.init.normal_(self.position.weight, std=0.02)
 
+    def token_vectors(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The token part of the input, before positions: embedding → projection → × ``scale``."""
+        return self.project(self.embedding(input_ids)) * self.scale  # (B, T, H)
+
     def _positions(self, real: torch.Tensor) -> torch.Tensor:
         # Count real tokens only, so left padding does not shift a sentence's positions.
         index = (real.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
@@ -119,7 +127,7 @@ class TransformerEncoder(nn.Module):
             raise TexttuneError(f"transformer encoder: sequence length {input_ids.shape[1]} exceeds "
                                 f"max_length {self.max_length}; truncate the input or raise max_length")
         real = attention_mask.bool()  # (B, T)
-        x = self.project(self.embedding(input_ids)) * self.scale + self._positions(real)  # (B, T, H)
+        x = self.token_vectors(input_ids) + self._positions(real)  # (B, T, H)
         # A row of padding alone would attend to nothing (NaN); let it attend to its first position.
         padding = ~real
         padding[:, 0] &= real.any(dim=1)  # (B, T), True = pad

@@ -148,12 +148,12 @@ class EncoderLayer(nn.TransformerEncoderLayer):
 
 
 class TransformerEncoder(nn.Module):
-    """Token embedding (x sqrt(d_model)) + positions -> nn.TransformerEncoder -> (B, T, d_model), zeros at padding."""
+    """Token embedding (x embedding_scale, default sqrt(d_model)) + positions -> nn.TransformerEncoder -> (B, T, d_model), zeros at padding."""
 
     def __init__(self, cfg):
         super().__init__()
         d_model, embedding_dim = int(cfg["d_model"]), int(cfg["embedding_dim"] or cfg["d_model"])
-        self.max_length, self.scale = int(cfg["max_length"]), math.sqrt(d_model)
+        self.max_length, self.scale = int(cfg["max_length"]), float(cfg.get("embedding_scale") or math.sqrt(d_model))
         self.embedding = nn.Embedding(cfg["vocab_size"], embedding_dim, padding_idx=int(cfg["pad_id"]))
         self.project = nn.Linear(embedding_dim, d_model) if embedding_dim != d_model else nn.Identity()
         if cfg["positions"] == "learned":
