@@ -130,6 +130,13 @@ class DataConfig(Section):
         description="Validation carved (stratified) from train when the dataset has none: a share "
         "(0.1) or a row count (500). Default: the built-in's own (sst2: 872 rows), else 0.1.",
     )
+    validation_carve: Literal["rows", "spans"] | None = Field(
+        None,
+        description="How validation is carved from train: rows (any rows, stratified) or spans (whole "
+        "texts only, and every training row that is a word span of a carved text leaves train: for "
+        "phrase data such as SST-2, whose training phrases are parts of its sentences). Default: the "
+        "built-in's own (sst2: spans), else rows.",
+    )
     test_size: float | int | None = Field(
         None,
         ge=0,

@@ -57,6 +57,12 @@ def test_sst2_selects_on_carved_validation_and_reports_on_official_validation(sh
     assert len(ds.splits["test"]) == 872 and len(ds.splits["validation"]) == 872
     assert ds.provenance["test"] == "the official validation split"
     assert ds.files["test"].endswith("sst2/validation.parquet")
+    # Validation holds whole sentences, and no training phrase is a word span of one of them.
+    assert "whole texts only (of 6,885 whole among 67,349)" in ds.provenance["validation"]
+    validation, train = ds.splits["validation"], ds.splits["train"]
+    assert validation["text"].str.split().str.len().median() > 15  # sentences; train rows are mostly phrases
+    sentence = f" {validation['text'].iloc[0].strip()} "
+    assert not any(f" {t.strip()} " in sentence for t in train["text"])
 
 
 def test_missing_builtin_offline_says_where_to_put_files(tmp_path, monkeypatch):

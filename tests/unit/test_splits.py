@@ -157,3 +157,49 @@ def test_cv_settings_are_checked_by_key():
         DataConfig(train_file="x.csv", cv={"folds": 1})
     with pytest.raises(ValidationError, match="data.test_file cannot be set"):
         DataConfig(train_file="x.csv", test_file="y.csv", cv={"folds": 3, "fold": 0})
+
+
+def phrase_data() -> TextDataset:
+    """SST-2's shape: whole sentences plus phrases (word spans) of them, and one copy of a sentence."""
+    sentences = [f"film {i} is {'good' if i % 2 else 'bad'} and {'fun' if i % 2 else 'dull'} ." for i in range(40)]
+    rows, labels = [], []
+    for i, s in enumerate(sentences):
+        words = s.split()
+        for text in (s, " ".join(words[:3]), " ".join(words[2:4]), words[3]):
+            rows.append(text)
+            labels.append(i % 2)
+    rows.append(sentences[5])  # a copy of a whole sentence
+    labels.append(1)
+    frame = pd.DataFrame({"text": rows, "label": labels})
+    return TextDataset(name="phrases", splits={"train": frame}, label_names=["neg", "pos"],
+                       provenance={"train": "official"}, files={"train": "/data/train.csv"})
+
+
+def test_spans_carve_takes_whole_texts_and_drops_their_phrases_from_train():
+    ds = carve_splits(phrase_data(), validation_size=8, test_size=0, seed=0, validation_carve="spans")
+    validation, train = ds.splits["validation"], ds.splits["train"]
+    assert len(validation) == 8 and all(t.startswith("film ") and t.endswith(" .") for t in validation["text"])
+    assert set(validation["label"]) == {0, 1}
+    # No training row is a word span of a validation sentence (the copy of sentence 5 included) ...
+    for sentence in validation["text"]:
+        padded = f" {sentence} "
+        assert not any(f" {t} " in padded for t in train["text"]), sentence
+    # ... while the other sentences keep their phrases, and nothing is in two splits.
+    assert set(train.index).isdisjoint(validation.index)
+    assert len(train) < len(phrase_data().splits["train"]) - 8
+    assert "whole texts only (of 40 whole among 161)" in ds.provenance["validation"]
+    assert ds.provenance["train"].endswith("minus the carved validation and its word spans")
+
+
+def test_rows_carve_keeps_phrases_of_validation_texts_in_train():
+    ds = carve_splits(phrase_data(), validation_size=8, test_size=0, seed=0)
+    validation, train = ds.splits["validation"], ds.splits["train"]
+    assert len(train) + len(validation) == 161
+
+
+def test_spans_carve_refuses_long_texts_by_key(monkeypatch):
+    import texttune.data.splits as splits
+
+    monkeypatch.setattr(splits, "MAX_SPANS", 100)
+    with pytest.raises(DataError, match="data.validation_carve=spans .* use data.validation_carve=rows"):
+        carve_splits(phrase_data(), validation_size=8, test_size=0, seed=0, validation_carve="spans")

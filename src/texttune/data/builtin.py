@@ -42,6 +42,7 @@ class BuiltinDataset:
     hub: HubSource | None = None
     default_test_size: float | int | None = None  # carve used when the dataset has no test split
     default_validation_size: float | int | None = None
+    default_validation_carve: str = "rows"  # data.validation_carve's default: rows, or spans (phrase data)
     rename_splits: tuple[tuple[str, str], ...] = ()  # (official name, texttune name)
     notes: tuple[str, ...] = ()
 
@@ -85,11 +86,17 @@ _add(BuiltinDataset(
     hub=HubSource("stanfordnlp/sst2", columns={"sentence": "text"}, skip_splits=("test",)),
     rename_splits=(("validation", "test"),),
     default_validation_size=872,
+    default_validation_carve="spans",
     notes=(
         "The GLUE test split has no labels and is not in the prepared data, so the official "
         "validation split (872 rows, the 'GLUE dev' set results are reported on) is texttune's test "
         "split, and a validation split of 872 rows is carved from train for model selection: "
         "selecting on the reported split would overstate the result.",
+        "The train rows are the phrases of each sentence's parse tree. The carved validation holds "
+        "whole sentences only (texts no other row contains), and the phrases of those sentences leave "
+        "train (data.validation_carve: spans): otherwise validation scores remembered phrases "
+        "(0.93 for a CNN that reaches 0.80 on the official sentences). data.validation_carve=rows "
+        "restores the plain carve.",
     ),
 ))
 _add(BuiltinDataset(

@@ -34,9 +34,11 @@ def load_dataset(cfg: DataConfig, carve: bool = True) -> TextDataset:
         ds = load_builtin(cfg.dataset, data_dir_of(cfg), cfg.hub_fallback)
         spec = DATASETS.get(cfg.dataset)
         default_test, default_validation = spec.default_test_size, spec.default_validation_size
+        default_carve = spec.default_validation_carve
     else:
         ds = load_files(cfg)
         default_test = default_validation = None
+        default_carve = "rows"
     if cfg.clean_text:
         ds = repair_texts(ds)
     if not carve:
@@ -45,7 +47,8 @@ def load_dataset(cfg: DataConfig, carve: bool = True) -> TextDataset:
     validation_size = cfg.validation_size if cfg.validation_size is not None else default_validation
     if cfg.cv is not None:  # fold data.cv.fold is the test split; validation is carved below as ever
         ds = cv_splits(ds, cfg.cv.folds, cv_fold(cfg), cv_seed(cfg), cfg.cv.group_duplicates)
-    ds = carve_splits(ds, validation_size or 0.1, test_size, cfg.split_seed)
+    ds = carve_splits(ds, validation_size or 0.1, test_size, cfg.split_seed,
+                      cfg.validation_carve or default_carve)
     ds = take_subsets(
         ds,
         {"train": cfg.max_train_samples, "validation": cfg.max_validation_samples,

@@ -51,13 +51,66 @@ def split_off(df: pd.DataFrame, size: float | int, seed: int, what: str) -> tupl
     return df.iloc[np.sort(rest_idx)], df.iloc[np.sort(carved_idx)], f"{how}, seed {seed}"
 
 
+# Enumerating word spans costs memory per span: above this many a "spans" carve is refused (SST-2's
+# 67k phrases need ~1.6 M, IMDB's 25k reviews would need billions).
+MAX_SPANS = 20_000_000
+
+
+def _span_keys(words: list[str]) -> set[int]:
+    """Hashes of every contiguous word span of ``words`` (the text itself included)."""
+    n = len(words)
+    return {hash(" ".join(words[i:j])) for i in range(n) for j in range(i + 1, n + 1)}
+
+
+def split_off_whole(
+    df: pd.DataFrame, size: float | int, seed: int, what: str
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Like ``split_off``, for data whose rows include word spans of other rows (SST-2's phrases are
+    the nodes of each sentence's parse tree): the carved rows are *whole* texts (no other row contains
+    them as a span of words), and every row that is a word span of a carved text, copies included,
+    leaves the rest. Without this a carved sentence's phrases stay in train, and validation rewards
+    remembering them (SST-2: 0.93 on carved phrases against 0.80 on the official sentences)."""
+    words = [str(t).split() for t in df["text"].tolist()]
+    total = sum(len(w) * (len(w) + 1) // 2 for w in words)
+    order = sorted(range(len(df)), key=lambda i: -len(words[i]))  # longest first: containers come first
+    # A text is whole when no longer one contains it; containment is transitive, so the spans of the
+    # whole texts found so far decide it (each copy after the first of a text counts as contained).
+    covered: set[int] = set()
+    whole = np.zeros(len(df), dtype=bool)
+    for i in order:
+        if hash(" ".join(words[i])) in covered:
+            continue
+        spans = _span_keys(words[i])
+        if len(covered) + len(spans) > MAX_SPANS:
+            raise DataError(
+                f"{what}: data.validation_carve=spans enumerates the word spans of every whole text; "
+                f"this split has more than {MAX_SPANS:,} (texts of up to {len(words[order[0]])} words; "
+                f"{total:,} spans in all): it is meant for phrase data such as SST-2; use "
+                f"data.validation_carve=rows"
+            )
+        covered |= spans
+        whole[i] = True
+    candidates = df.iloc[np.flatnonzero(whole)]
+    rest, carved, how = split_off(candidates, size, seed, what)
+    carved_spans: set[int] = set()
+    for i in df.index.get_indexer(carved.index):
+        carved_spans |= _span_keys(words[i])
+    inside = np.fromiter((hash(" ".join(w)) in carved_spans for w in words), dtype=bool, count=len(df))
+    keep = ~inside
+    return (df.iloc[np.flatnonzero(keep)], carved,
+            f"{how}, whole texts only (of {len(candidates):,} whole among {len(df):,}); "
+            f"{int(inside.sum()) - len(carved):,} train rows that are word spans of a carved text dropped")
+
+
 def carve_splits(
-    ds: TextDataset, validation_size: float | int, test_size: float | int | None, seed: int
+    ds: TextDataset, validation_size: float | int, test_size: float | int | None, seed: int,
+    validation_carve: str = "rows",
 ) -> TextDataset:
     """Add the test and validation splits a dataset lacks, carved from train.
 
     A dataset with only a test split (ag_news here) first gets its train carved out of that test
-    split: ``test_size`` rows stay test, the rest becomes train.
+    split: ``test_size`` rows stay test, the rest becomes train. ``validation_carve`` "spans" carves
+    validation with ``split_off_whole`` (whole texts; their word spans leave train).
     """
     splits = dict(ds.splits)
     provenance = dict(ds.provenance)
@@ -83,7 +136,8 @@ def carve_splits(
         provenance["train"] = f"{provenance.get('train', 'official')}, minus the carved test"
     if "validation" not in splits:
         source = splits["train"]
-        splits["train"], splits["validation"], how = split_off(
+        carve = split_off_whole if validation_carve == "spans" else split_off
+        splits["train"], splits["validation"], how = carve(
             source, validation_size, seed + 1, f"{_source(ds, 'train')}: data.validation_size"
         )
         provenance["validation"] = (
@@ -91,7 +145,8 @@ def carve_splits(
         )
         if "train" in files:
             files["validation"] = files["train"]
-        provenance["train"] = f"{provenance.get('train', 'official')}, minus the carved validation"
+        provenance["train"] = (f"{provenance.get('train', 'official')}, minus the carved validation"
+                               + (" and its word spans" if validation_carve == "spans" else ""))
     ordered = {s: splits[s] for s in ("train", "validation", "test") if s in splits}
     return _replace(ds, ordered, provenance, files)
 
