@@ -129,7 +129,7 @@ def test_range_constraints_are_enforced():
 def test_every_shipped_config_validates_with_the_loader_of_its_kind(path):
     from texttune.tasks import kind_of, load_any
 
-    expected = {"playbook": "compare", "sft": "sft", "tune": "tune"}.get(path.parent.name, "classify")
+    expected = {"playbook": "compare", "leaderboards": "compare", "sft": "sft", "tune": "tune"}.get(path.parent.name, "classify")
     if path.name == "gutenberg_mlm.yaml":
         expected = "mlm"
     assert kind_of(path) == expected  # declared in the file (classification: the default)
