@@ -187,3 +187,22 @@ def test_chromium_renders_the_page(page, tmp_path):
     assert list(dom.figures) == list(FIGURE_IDS)
     for srcs in dom.figures.values():
         assert len(srcs) == 1 and srcs[0].startswith("data:image/png;base64,")
+
+
+def test_markdown_states_caveats_shared_by_every_cell_once_under_the_table():
+    from texttune.reports.leaderboard import markdown
+
+    board = make_board()
+    shared = ["train∩test: 9 distinct texts in both train and test"]
+    for r in board["rows"]:
+        r["data_caveats"] = list(shared)
+    for rank, r in enumerate(board["rows"], 1):
+        r["rank"] = rank
+    board["rows"][1]["data_caveats"].append("train: 3 empty texts")
+    text = markdown(board)
+    assert text.count(shared[0]) == 1
+    assert text.rstrip().endswith(f"Data caveats of every cell (the same splits): {shared[0]}.")
+    lines = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ") and " | " in line}
+    assert lines["full"].endswith("| as below |") and lines[ODD].endswith("| train: 3 empty texts |")
+    board["rows"] = board["rows"][:1]  # one cell: its caveats stay in its row
+    assert markdown(board).count(shared[0]) == 1 and "Data caveats of every cell" not in markdown(board)

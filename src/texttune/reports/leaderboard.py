@@ -268,6 +268,7 @@ def markdown(board: dict[str, Any]) -> str:
     if board.get("cv"):
         header[2] = f"{board['split']} {board['metric']} (mean ± std over folds)"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    shared = shared_caveats(board["rows"])
     for r in board["rows"]:
         ci = f"{_fmt(r['ci_low'])}–{_fmt(r['ci_high'])}" if r["ci_low"] is not None else "—"
         trainable = f"{_fmt(r['trainable'])} ({_fmt(r['trainable_pct'], 2)}%)" if r["trainable"] is not None else "—"
@@ -276,7 +277,9 @@ def markdown(board: dict[str, Any]) -> str:
         lines.append("| " + " | ".join([
             str(r["rank"]), r["cell"], f"{r['mean']:.4f} ± {r['std']:.4f}", ci, delta, _p(r["p_value"]),
             _vs_baseline(r), trainable, _fmt(r["wall_time_s"], 1), _fmt(r["peak_memory_mb"], 0), _fmt(r["checkpoint_size_mb"], 2),
-            str(r["n"]), _caveats(r)]) + " |")
+            str(r["n"]), _caveats(r, shared)]) + " |")
+    if shared:
+        lines += ["", "Data caveats of every cell (the same splits): " + "; ".join(shared) + "."]
     if board.get("cv"):
         cv = board["cv"]
         lines += ["", f"k-fold ({', '.join(map(str, cv['folds']))} folds): std {cv['std']}; 95% CI: {cv['ci']}; "
@@ -294,8 +297,19 @@ def _vs_baseline(row: dict[str, Any]) -> str:
     return f"{verdict} ({vs['delta']:+.4f} vs {vs['cell']}, p {_p(vs['p_value'])})"
 
 
-def _caveats(row: dict[str, Any]) -> str:
-    return "; ".join(row.get("data_caveats") or []).replace("|", "\\|") or "—"
+def shared_caveats(rows: list[dict[str, Any]]) -> list[str]:
+    """The data caveats every row has (cells on one set of splits share them), in the first row's order:
+    written once under the table instead of in every row. None when there is one row."""
+    if len(rows) < 2:
+        return []
+    common = set.intersection(*(set(r.get("data_caveats") or []) for r in rows))
+    return [c for c in rows[0].get("data_caveats") or [] if c in common]
+
+
+def _caveats(row: dict[str, Any], shared: list[str] = ()) -> str:
+    own = [c for c in row.get("data_caveats") or [] if c not in shared]
+    text = "; ".join(own).replace("|", "\\|")
+    return text or ("as below" if shared else "—")
 
 
 CSV_COLUMNS = ["rank", "cell", "stage", "n", "mean", "std", "ci_low", "ci_high", "delta", "p_value",
