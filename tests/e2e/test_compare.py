@@ -111,6 +111,19 @@ def test_a_spec_with_an_unknown_axis_key_is_rejected_naming_it(tmp_path, toy):
         run_comparison(bad)
 
 
+def test_an_unknown_baseline_is_refused_before_anything_runs(tmp_path, toy):
+    from texttune.tasks.compare import expand, load_spec
+
+    spec = write_spec(tmp_path, toy, baseline="ful")
+    with pytest.raises(TexttuneError, match=r"baseline: no cell named 'ful' in .*spec.yaml; cells: full, linear_probe"):
+        run_comparison(spec)
+    assert not (tmp_path / "out").exists()
+    # A cell of an earlier stage is named stage:cell.
+    staged = write_spec(tmp_path, toy, baseline="first:main", axes={},
+                        stages=[{"name": "first"}, {"name": "second", "axes": {"strategy.name": ["full"]}}])
+    expand(load_spec(staged), staged)  # accepted
+
+
 def test_a_different_spec_never_reuses_a_comparison_directory(compared, toy, tmp_path):
     root, _, _, _ = compared
     spec = write_spec(tmp_path, toy, seeds=[3])

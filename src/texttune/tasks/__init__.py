@@ -19,7 +19,7 @@ LOADERS = {
     "classify": lambda path: classify.load_config(path),
     "mlm": lambda path: mlm.load_pretrain_config(path, []),
     "sft": lambda path: sft.load_sft_config(path, []),
-    "compare": lambda path: compare.load_spec(Path(path)),
+    "compare": lambda path: compare.load_checked_spec(Path(path)),
     "tune": lambda path: tune.load_spec(Path(path)),
 }
 

@@ -61,7 +61,7 @@ class CompareSpec(Section):
     )
     seeds: list[int] = Field([42], min_length=1, description="Every cell runs once per seed.")
     stages: list[StageSpec] = Field(default_factory=list, description="A pipeline of stages; default: one stage.")
-    baseline: str | None = Field(None, description="Cell of the last stage the others are tested against.")
+    baseline: str | None = Field(None, description="Cell the others are tested against: a cell of the last stage, or stage:cell of an earlier one (baselines:tfidf_lr).")
     metric: Literal["accuracy", "f1_macro", "f1_micro", "f1_weighted", "f1"] = Field(
         "accuracy", description="Leaderboard score (confidence intervals and tests for accuracy).")
     split: Literal["test", "validation"] = Field("test", description="Split the leaderboard scores.")
@@ -108,6 +108,14 @@ def load_spec(path: Path) -> CompareSpec:
         raise ConfigError(format_validation_error(err, CompareSpec, origins)) from None
 
 
+def load_checked_spec(path: Path) -> CompareSpec:
+    """The spec, with every cell's config validated and its references and baseline checked, as
+    ``compare`` does before it runs anything (``texttune config validate``)."""
+    spec = load_spec(path)
+    expand(spec, path)
+    return spec
+
+
 def _axis_entries(name: str, axis: Axis) -> list[tuple[str, dict[str, Any], str]]:
     """(label, overrides, where) for each value of an axis."""
     if isinstance(axis, list):
@@ -137,7 +145,19 @@ def expand(spec: CompareSpec, spec_path: Path) -> list[list[Cell]]:
                 cells.extend(_fold_cells(cell, f"{spec_path} ({stage.name}: {wheres})"))
         out.append(cells)
     _check_references(out, spec_path)
+    _check_baseline(spec, out, spec_path)
     return out
+
+
+def _check_baseline(spec: CompareSpec, stages: list[list[Cell]], spec_path: Path) -> None:
+    """``baseline`` names a leaderboard cell (a last-stage cell, or stage:cell of an earlier stage),
+    checked before anything runs rather than when the board is built, hours later."""
+    if spec.baseline is None:
+        return
+    names = [c.name for c in stages[-1]] + [f"{g[0].stage}:{c.name}" for g in stages[:-1] for c in g]
+    names = list(dict.fromkeys(names))
+    if spec.baseline not in names:
+        raise ConfigError(f"baseline: no cell named '{spec.baseline}' in {spec_path}; cells: {', '.join(names)}")
 
 
 def _fold_cells(cell: Cell, where: str) -> list[Cell]:
