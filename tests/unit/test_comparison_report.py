@@ -37,10 +37,12 @@ def make_board() -> dict[str, Any]:
         "name": "trec <strategies>", "metric": "accuracy", "split": "test", "baseline": "full",
         "rows": [
             row("full", FULL_RUNS, 0.968, p_value=None, delta=None, significance_test=None,
-                trainable=22_789_254, trainable_pct=100.0, checkpoint_size_mb=87.0),
-            row(ODD, LORA_RUNS, 0.962),
+                trainable=22_789_254, trainable_pct=100.0, checkpoint_size_mb=87.0,
+                vs_best_baseline={"cell": "tfidf_lr", "delta": 0.037, "p_value": 0.0005, "significantly_better": True}),
+            row(ODD, LORA_RUNS, 0.962,
+                vs_best_baseline={"cell": "tfidf_lr", "delta": -0.002, "p_value": 0.4, "significantly_better": False}),
             row("prefix", PREFIX_RUNS, 0.931, std=0.0, ci_low=None, ci_high=None, trainable=None,
-                p_value=0.0004, delta=-0.037, wall_time_s=None),
+                p_value=0.0004, delta=-0.037, wall_time_s=None, classic_baseline=True),
         ],
         "curves": {
             "full": [{"run": r, "points": curve} for r in FULL_RUNS],
@@ -123,7 +125,7 @@ def test_all_missing_data_still_draws_every_chart(tmp_path):
     html = render_comparison(board, tmp_path).read_text(encoding="utf-8")
     assert {p.name for p in tmp_path.glob("*.png")} == CHARTS
     parsed = Page(html)
-    assert parsed.rows == [["—", "failed", *["—"] * 10]]
+    assert parsed.rows == [["—", "failed", *["—"] * 11]]
     assert "no baseline" in html
 
 
@@ -140,10 +142,12 @@ def test_leaderboard_rows_and_values(page):
     assert [r[1] for r in rows] == ["full", ODD, "prefix"]  # one body row per cell, leaderboard order
     full, lora, prefix = rows
     assert full[:5] == ["1", "full", "0.9680 ± 0.0040", "[0.9480, 0.9780]", "baseline"]
-    assert lora[4:7] == ["-0.0060", "0.210", "223,878 (0.98%)"]
-    assert prefix[3] == "—" and prefix[5] == "<0.001" and prefix[6] == "—" and prefix[7] == "—"
-    assert full[7:10] == ["3m 31.2s", "1,021 MB", "87.0 MB"]
-    assert '<tr class="baseline">' in html
+    assert lora[4:8] == ["-0.0060", "0.210", "not significantly better (-0.0020 vs tfidf_lr, p 0.400)",
+                         "223,878 (0.98%)"]
+    assert prefix[3] == "—" and prefix[5] == "<0.001" and prefix[6] == "classic baseline" and prefix[7] == "—"
+    assert full[6] == "better (+0.0370 vs tfidf_lr, p <0.001)"
+    assert full[8:11] == ["3m 31.2s", "1,021 MB", "87.0 MB"]
+    assert '<tr class="baseline">' in html and '<strong class="warn">not significantly better</strong>' in html
 
 
 def test_record_strings_are_escaped(page):
@@ -170,7 +174,7 @@ def test_links_only_to_existing_run_reports(page):
     assert hrefs.count(target) == 2  # the cell name and its seed-1 entry in the runs column
     for run in FULL_RUNS + LORA_RUNS[1:] + PREFIX_RUNS:
         assert not any(run in href for href in hrefs), run
-    assert Page(html).rows[1][10] == "seed 1seed 2"  # both listed, seed 2 unlinked
+    assert Page(html).rows[1][11] == "seed 1seed 2"  # both listed, seed 2 unlinked
 
 
 def test_chromium_renders_the_page(page, tmp_path):

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from texttune import runs
 from texttune.io import atomic_write_text  # noqa: E402
 from texttune.reports.html import CSS, _duration, _image  # noqa: E402
+from texttune.reports.leaderboard import shared_caveats  # noqa: E402
 from texttune.reports.plots import _note, _save  # noqa: E402
 
 Board = dict[str, Any]
@@ -291,41 +292,62 @@ def _cell_link(row: dict[str, Any], out_dir: Path) -> str:
     return f'<span title="{title}">{cell}</span>' if title else cell
 
 
-def _leaderboard_cells(board: Board, row: dict[str, Any], rank: str, out_dir: Path) -> list[str]:
+def _leaderboard_cells(board: Board, row: dict[str, Any], rank: str, out_dir: Path,
+                       shared: list[str] = ()) -> list[str]:
     """One row's cells in column order, already escaped or formatted."""
     delta = '<span class="tag">baseline</span>' if _is_baseline(board, row) else _fixed(
         row.get("delta"), sign=True)
-    return [rank, _cell_link(row, out_dir), _mean_std(row), _ci(row), delta, _p_value(row), _params(row),
+    return [rank, _cell_link(row, out_dir), _mean_std(row), _ci(row), delta, _p_value(row),
+            _vs_classic(row), _params(row),
             _duration(_num(row.get("wall_time_s"))), _mb(row.get("peak_memory_mb"), 0),
-            _mb(row.get("checkpoint_size_mb"), 1), _runs(row, out_dir), _caveats(row)]
+            _mb(row.get("checkpoint_size_mb"), 1), _runs(row, out_dir), _caveats(row, shared)]
 
 
-def _caveats(row: dict[str, Any]) -> str:
-    """The data checks' findings that change what the cell's score means (train/test overlap, ...)."""
-    caveats = row.get("data_caveats") or []
-    return "<br>".join(f'<span class="warn">{escape(str(c))}</span>' for c in caveats) or "—"
+def _vs_classic(row: dict[str, Any]) -> str:
+    """Against the best classic baseline on the same test examples (leaderboard's vs_best_baseline)."""
+    if row.get("classic_baseline"):
+        return '<span class="tag">classic baseline</span>'
+    vs = row.get("vs_best_baseline")
+    if not vs:
+        return "—"
+    p = vs.get("p_value")
+    detail = escape(f"{vs['delta']:+.4f} vs {vs['cell']}, p {'—' if p is None else '<0.001' if p <= 0.001 else f'{p:.3f}'}")
+    verdict = "better" if vs["significantly_better"] else '<strong class="warn">not significantly better</strong>'
+    return f"{verdict} ({detail})"
 
 
-LEADERBOARD_COLUMNS = ("rank", "cell", "mean ± std", "95% CI", "Δ vs baseline", "p-value", "trainable",
-                       "wall time", "peak memory", "checkpoint size", "runs", "data caveats")
-TEXT_COLUMNS = {1, 10, 11}  # the others are right-aligned numbers
+def _caveats(row: dict[str, Any], shared: list[str] = ()) -> str:
+    """The data checks' findings that change what the cell's score means (train/test overlap, ...);
+    those every cell shares are written once under the table."""
+    caveats = [c for c in row.get("data_caveats") or [] if c not in shared]
+    return ("<br>".join(f'<span class="warn">{escape(str(c))}</span>' for c in caveats)
+            or ("as below" if shared else "—"))
+
+
+LEADERBOARD_COLUMNS = ("rank", "cell", "mean ± std", "95% CI", "Δ vs baseline", "p-value",
+                       "vs best classic baseline", "trainable", "wall time", "peak memory", "checkpoint size",
+                       "runs", "data caveats")
+TEXT_COLUMNS = {1, 6, 11, 12}  # the others are right-aligned numbers
 
 
 def _leaderboard(board: Board, out_dir: Path) -> str:
     """``<table id="leaderboard">``, one body row per cell; failed cells (no mean) get no rank."""
     head = "".join(f"<th>{escape(h)}</th>" for h in LEADERBOARD_COLUMNS)
     lines, rank = [], 0
+    shared = shared_caveats(_rows(board))
     for row in _rows(board):
         has_mean = _num(row.get("mean")) is not None
         rank += has_mean
-        cells = _leaderboard_cells(board, row, str(rank) if has_mean else "—", out_dir)
+        cells = _leaderboard_cells(board, row, str(rank) if has_mean else "—", out_dir, shared)
         tds = "".join(f"<td>{c}</td>" if i in TEXT_COLUMNS else f'<td class="num">{c}</td>'
                       for i, c in enumerate(cells))
         lines.append(f'<tr class="baseline">{tds}</tr>' if _is_baseline(board, row) else f"<tr>{tds}</tr>")
     body = "\n".join(lines)
     # In a scrolling box: eleven columns may be wider than the page on a narrow screen.
+    note = ("<p>Data caveats of every cell (the same splits): "
+            + "; ".join(f'<span class="warn">{escape(c)}</span>' for c in shared) + ".</p>") if shared else ""
     return (f'<div class="scroll"><table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>\n{body}\n'
-            "</tbody></table></div>")
+            "</tbody></table></div>" + note)
 
 
 def _description(board: Board) -> str:
