@@ -51,8 +51,8 @@ def split_off(df: pd.DataFrame, size: float | int, seed: int, what: str) -> tupl
     return df.iloc[np.sort(rest_idx)], df.iloc[np.sort(carved_idx)], f"{how}, seed {seed}"
 
 
-# Enumerating word spans costs memory per span: above this many a "spans" carve is refused (SST-2's
-# 67k phrases need ~1.6 M, IMDB's 25k reviews would need billions).
+# Enumerating word spans costs memory per span: above this many in a split a "spans" carve is refused
+# (SST-2's 67k phrases have 5.5 M, IMDB's 25k reviews ~1.5 billion).
 MAX_SPANS = 20_000_000
 
 
@@ -72,6 +72,12 @@ def split_off_whole(
     remembering them (SST-2: 0.93 on carved phrases against 0.80 on the official sentences)."""
     words = [str(t).split() for t in df["text"].tolist()]
     total = sum(len(w) * (len(w) + 1) // 2 for w in words)
+    if total > MAX_SPANS:  # refused before any span is built: bounded time and memory
+        raise DataError(
+            f"{what}: data.validation_carve=spans enumerates the word spans of the training texts; this "
+            f"split has {total:,} (texts of up to {max(map(len, words), default=0):,} words), more than "
+            f"{MAX_SPANS:,}: it is meant for phrase data such as SST-2; use data.validation_carve=rows"
+        )
     order = sorted(range(len(df)), key=lambda i: -len(words[i]))  # longest first: containers come first
     # A text is whole when no longer one contains it; containment is transitive, so the spans of the
     # whole texts found so far decide it (each copy after the first of a text counts as contained).
@@ -80,15 +86,7 @@ def split_off_whole(
     for i in order:
         if hash(" ".join(words[i])) in covered:
             continue
-        spans = _span_keys(words[i])
-        if len(covered) + len(spans) > MAX_SPANS:
-            raise DataError(
-                f"{what}: data.validation_carve=spans enumerates the word spans of every whole text; "
-                f"this split has more than {MAX_SPANS:,} (texts of up to {len(words[order[0]])} words; "
-                f"{total:,} spans in all): it is meant for phrase data such as SST-2; use "
-                f"data.validation_carve=rows"
-            )
-        covered |= spans
+        covered |= _span_keys(words[i])
         whole[i] = True
     candidates = df.iloc[np.flatnonzero(whole)]
     rest, carved, how = split_off(candidates, size, seed, what)
