@@ -203,3 +203,20 @@ def test_spans_carve_refuses_long_texts_by_key(monkeypatch):
     monkeypatch.setattr(splits, "MAX_SPANS", 100)
     with pytest.raises(DataError, match="data.validation_carve=spans .* use data.validation_carve=rows"):
         carve_splits(phrase_data(), validation_size=8, test_size=0, seed=0, validation_carve="spans")
+
+
+def test_spans_carve_on_your_own_csv_through_the_data_config(tmp_path):
+    """The README's promise as a user meets it: a CSV of sentences and their phrases, one key."""
+    from texttune.config import DataConfig
+    from texttune.data.load import load_dataset
+
+    frame = phrase_data().splits["train"]
+    path = tmp_path / "train.csv"
+    frame.assign(label=frame["label"].map({0: "neg", 1: "pos"})).to_csv(path, index=False)
+    ds = load_dataset(DataConfig(train_file=path, validation_size=8, test_size=0, validation_carve="spans"))
+    validation, train = ds.splits["validation"], ds.splits["train"]
+    assert len(validation) == 8 and all(t.endswith(" .") for t in validation["text"])
+    assert not any(f" {t} " in f" {s} " for s in validation["text"] for t in train["text"])
+    assert "whole texts only" in ds.provenance["validation"]
+    plain = load_dataset(DataConfig(train_file=path, validation_size=8, test_size=0))
+    assert len(plain.splits["train"]) + len(plain.splits["validation"]) == 161  # rows: the default for files

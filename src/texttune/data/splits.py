@@ -78,13 +78,14 @@ def split_off_whole(
             f"split has {total:,} (texts of up to {max(map(len, words), default=0):,} words), more than "
             f"{MAX_SPANS:,}: it is meant for phrase data such as SST-2; use data.validation_carve=rows"
         )
+    keys = [hash(" ".join(w)) for w in words]  # each text as a span key
     order = sorted(range(len(df)), key=lambda i: -len(words[i]))  # longest first: containers come first
     # A text is whole when no longer one contains it; containment is transitive, so the spans of the
     # whole texts found so far decide it (each copy after the first of a text counts as contained).
     covered: set[int] = set()
     whole = np.zeros(len(df), dtype=bool)
     for i in order:
-        if hash(" ".join(words[i])) in covered:
+        if keys[i] in covered:
             continue
         covered |= _span_keys(words[i])
         whole[i] = True
@@ -93,7 +94,7 @@ def split_off_whole(
     carved_spans: set[int] = set()
     for i in df.index.get_indexer(carved.index):
         carved_spans |= _span_keys(words[i])
-    inside = np.fromiter((hash(" ".join(w)) in carved_spans for w in words), dtype=bool, count=len(df))
+    inside = np.fromiter((key in carved_spans for key in keys), dtype=bool, count=len(df))
     keep = ~inside
     return (df.iloc[np.flatnonzero(keep)], carved,
             f"{how}, whole texts only (of {len(candidates):,} whole among {len(df):,}); "

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from texttune import runs
 from texttune.io import atomic_write_text  # noqa: E402
 from texttune.reports.html import CSS, _duration, _image  # noqa: E402
-from texttune.reports.leaderboard import shared_caveats  # noqa: E402
+from texttune.reports.leaderboard import shared_caveats, vs_baseline_parts  # noqa: E402
 from texttune.reports.plots import _note, _save  # noqa: E402
 
 Board = dict[str, Any]
@@ -305,15 +305,11 @@ def _leaderboard_cells(board: Board, row: dict[str, Any], rank: str, out_dir: Pa
 
 def _vs_classic(row: dict[str, Any]) -> str:
     """Against the best classic baseline on the same test examples (leaderboard's vs_best_baseline)."""
-    if row.get("classic_baseline"):
-        return '<span class="tag">classic baseline</span>'
-    vs = row.get("vs_best_baseline")
-    if not vs:
-        return "—"
-    p = vs.get("p_value")
-    detail = escape(f"{vs['delta']:+.4f} vs {vs['cell']}, p {'—' if p is None else '<0.001' if p <= 0.001 else f'{p:.3f}'}")
-    verdict = "better" if vs["significantly_better"] else '<strong class="warn">not significantly better</strong>'
-    return f"{verdict} ({detail})"
+    verdict, detail = vs_baseline_parts(row)
+    if not detail:
+        return f'<span class="tag">{verdict}</span>' if verdict else "—"
+    shown = verdict if verdict == "better" else f'<strong class="warn">{verdict}</strong>'
+    return f"{shown} ({escape(detail)})"
 
 
 def _caveats(row: dict[str, Any], shared: list[str] = ()) -> str:

@@ -287,14 +287,24 @@ def markdown(board: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _vs_baseline(row: dict[str, Any]) -> str:
+def vs_baseline_parts(row: dict[str, Any]) -> tuple[str, str]:
+    """(verdict, detail) of a row against the best classic baseline: verdict is "classic baseline",
+    "better", "not significantly better" or "" (nothing to compare); the Markdown and the HTML page
+    render the same parts."""
     if row.get("classic_baseline"):
-        return "classic baseline"
+        return "classic baseline", ""
     vs = row.get("vs_best_baseline")
     if vs is None:
-        return "—"
-    verdict = "better" if vs["significantly_better"] else "**not significantly better**"
-    return f"{verdict} ({vs['delta']:+.4f} vs {vs['cell']}, p {_p(vs['p_value'])})"
+        return "", ""
+    verdict = "better" if vs["significantly_better"] else "not significantly better"
+    return verdict, f"{vs['delta']:+.4f} vs {vs['cell']}, p {_p(vs['p_value'])}"
+
+
+def _vs_baseline(row: dict[str, Any]) -> str:
+    verdict, detail = vs_baseline_parts(row)
+    if not detail:
+        return verdict or "—"
+    return f"{'**' + verdict + '**' if verdict != 'better' else verdict} ({detail})"
 
 
 def shared_caveats(rows: list[dict[str, Any]]) -> list[str]:

@@ -154,8 +154,7 @@ def _check_baseline(spec: CompareSpec, stages: list[list[Cell]], spec_path: Path
     checked before anything runs rather than when the board is built, hours later."""
     if spec.baseline is None:
         return
-    names = [c.name for c in stages[-1]] + [f"{g[0].stage}:{c.name}" for g in stages[:-1] for c in g]
-    names = list(dict.fromkeys(names))
+    names = list(dict.fromkeys(board_label(g, stages[-1], c.name) for g in stages for c in g))
     if spec.baseline not in names:
         raise ConfigError(f"baseline: no cell named '{spec.baseline}' in {spec_path}; cells: {', '.join(names)}")
 
@@ -478,12 +477,17 @@ def leaderboard(spec: CompareSpec, stages: list[list[Cell]], finished, root: Pat
             if group is not last and _test_key([r for _, r in runs]) != target:
                 continue  # another task (a transfer source): not on this leaderboard
             cell = next(c for c in group if c.name == name)
-            label = name if group is last else f"{group[0].stage}:{name}"
+            label = board_label(group, last, name)
             cells.append(CellRuns(label, [r for _, r in runs], cell.axes, cell.stage, [s for s, _ in runs]))
     board = build_board(spec.name, cells, root, spec.metric, spec.split, spec.baseline)
     write_board(board, root)
     render_comparison(board, root)
     return board
+
+
+def board_label(group: list[Cell], last: list[Cell], name: str) -> str:
+    """A cell's name on the leaderboard: as is in the last stage, stage:name in earlier ones."""
+    return name if group is last else f"{group[0].stage}:{name}"
 
 
 def _test_key(run_dirs: list[Path]) -> tuple[str | None, ...]:
